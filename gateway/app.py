@@ -1,0 +1,68 @@
+"""The ASGI application: routing, authentication, error mapping, lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.auth import ApiKeyCheck
+from gateway.context import Gateway
+from gateway.http import ApiError, Receive, Request, Scope, Send, error_response
+from gateway.routes import Route, compile_routes
+
+log = logging.getLogger("ash.gateway")
+
+
+class GatewayApp:
+    def __init__(self, gateway: Gateway, auth: ApiKeyCheck) -> None:
+        self.gateway = gateway
+        self.auth = auth
+        self.routes: list[Route] = compile_routes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            if request.path.startswith("/api/") and not self.auth.allows(
+                request.header(b"authorization")
+            ):
+                raise ApiError(401, "missing or invalid API key (Authorization: Bearer <key>)")
+            route = self._match(request)
+            response = await route.handler(self.gateway, request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(500, "internal error")
+        if response is not None:
+            await response(send)
+
+    def _match(self, request: Request) -> Route:
+        path_matched = False
+        for route in self.routes:
+            match = route.pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            path_matched = True
+            if route.method == request.method:
+                request.path_params = match.groupdict()
+                return route
+        if path_matched:
+            raise ApiError(405, f"method {request.method} not allowed on {request.path}")
+        raise ApiError(404, f"no route for {request.method} {request.path}")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.gateway.started_at = time.time()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

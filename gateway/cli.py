@@ -1,0 +1,179 @@
+"""`ash-gateway`: the control plane's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hypercorn.asyncio
+import uvloop
+from hypercorn.config import Config as HypercornConfig
+
+from gateway import agents, hypercorn_h2
+from gateway.app import GatewayApp
+from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
+from gateway.context import Gateway
+from gateway.event_log import EventLog
+from gateway.sessions import SessionService
+from gateway.store import Store
+from runner.local import LocalBackend
+
+log = logging.getLogger("ash.gateway")
+
+DEMO_AGENT_NAME = "demo"
+DEMO_AGENT_DIR = Path(__file__).parent / "demo_agent"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str
+    port: int
+    data_dir: Path
+    api_key: str | None
+    certfile: str | None
+    keyfile: str | None
+    demo: bool
+    mode: str
+    log_level: str
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="ash-gateway",
+        description="Ash gateway: host AI agents as HTTP/2 SSE APIs. Every flag has an ASH_* "
+        "environment equivalent (e.g. --data-dir / ASH_DATA_DIR).",
+    )
+    parser.add_argument("--host", default=env("ASH_HOST", "127.0.0.1"),
+                        help="address to listen on (ASH_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(env("ASH_PORT", "4100")),
+                        help="port to listen on, 0 for any free port (ASH_PORT, default 4100)")
+    parser.add_argument("--data-dir", type=Path, default=Path(env("ASH_DATA_DIR", "./data")),
+                        help="database, agents and session state (ASH_DATA_DIR, default ./data)")
+    parser.add_argument("--certfile", default=env("ASH_CERTFILE"),
+                        help="TLS certificate (PEM); with --keyfile, serves HTTPS with ALPN h2")
+    parser.add_argument("--keyfile", default=env("ASH_KEYFILE"), help="TLS private key (PEM)")
+    parser.add_argument("--demo", action="store_true", default=_env_flag("ASH_DEMO"),
+                        help="deploy the built-in demo agent (mock backend, no API key needed)")
+    parser.add_argument("--mode", choices=["standalone", "coordinator"],
+                        default=env("ASH_MODE", "standalone"),
+                        help="standalone runs sandboxes in-process (ASH_MODE)")
+    parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
+    return GatewayConfig(
+        host=args.host, port=args.port, data_dir=args.data_dir.resolve(),
+        api_key=env("ASH_API_KEY") or None, certfile=args.certfile, keyfile=args.keyfile,
+        demo=args.demo, mode=args.mode, log_level=args.log_level,
+    )
+
+
+def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | None]:
+    """Open the store, settle the API key, recover sessions, deploy the demo agent."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.data_dir / "ash.db")
+    new_key = ensure_api_key(store, config.api_key)
+    key_hash = store.get_setting(KEY_HASH_SETTING)
+    assert key_hash is not None
+    backend = LocalBackend(config.data_dir)
+    event_log = EventLog(store)
+    sessions = SessionService(store, backend, event_log)
+    recovered = sessions.recover_after_restart()
+    if recovered:
+        log.info("paused %d session(s) whose sandbox ended with the last run", recovered)
+    agents_dir = config.data_dir / "agents"
+    if config.demo and store.get_agent(DEMO_AGENT_NAME) is None:
+        demo_config = agents.check_agent_folder(DEMO_AGENT_DIR)
+        target = agents.copy_agent_folder(DEMO_AGENT_DIR, agents_dir, DEMO_AGENT_NAME)
+        agents.record_agent(store, DEMO_AGENT_NAME, target, demo_config)
+    gateway = Gateway(store, backend, sessions, event_log, agents_dir, mode=config.mode)
+    return gateway, ApiKeyCheck(key_hash), new_key
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def hypercorn_config(config: GatewayConfig, sock: socket.socket) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{sock.fileno()}"]
+    hc.accesslog = None
+    hc.errorlog = "-"
+    hc.loglevel = config.log_level.upper()
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 5
+    if config.certfile and config.keyfile:
+        hc.certfile = config.certfile
+        hc.keyfile = config.keyfile
+        hc.alpn_protocols = ["h2", "http/1.1"]
+    return hc
+
+
+def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None) -> str:
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if config.certfile else "http"
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"{scheme}://{shown_host}:{port}"
+    protocols = "HTTP/2 (ALPN) and HTTP/1.1" if config.certfile else (
+        "HTTP/1.1 and HTTP/2 cleartext (prior knowledge or Upgrade: h2c)"
+    )
+    lines = [f"Ash gateway ({config.mode}) listening on {url} — {protocols}",
+             f"Data dir: {config.data_dir}"]
+    if new_key:
+        lines.append(f"API key: {new_key}")
+        lines.append("  (shown once; only its hash is stored. Set ASH_API_KEY to choose your own.)")
+    elif config.api_key:
+        lines.append("API key: from ASH_API_KEY")
+    else:
+        lines.append("API key: the one printed at first start (set ASH_API_KEY to replace it)")
+    if config.demo:
+        lines.append(f"Demo agent: {DEMO_AGENT_NAME} (mock backend; see the README's curl example)")
+    return "\n".join(lines)
+
+
+async def serve(config: GatewayConfig) -> None:
+    gateway, auth, new_key = build_gateway(config)
+    sock = listen_socket(config.host, config.port)
+    app = GatewayApp(gateway, auth)
+    print(banner(config, sock, new_key), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await hypercorn.asyncio.serve(app, hypercorn_config(config, sock), shutdown_trigger=stop.wait)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.mode == "coordinator":
+        print("ash-gateway: coordinator mode arrives with the gateway/runner split; "
+              "run without --mode for standalone.", file=sys.stderr)
+        return 2
+    hypercorn_h2.install()
+    uvloop.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

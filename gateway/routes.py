@@ -1,0 +1,209 @@
+"""The REST API: one small handler per route, and the route table.
+
+A handler gets the `Gateway` (what the app owns) and the `Request`; it returns
+a `Response`, or `None` when it has streamed its own response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway import agents
+from gateway.context import Gateway
+from gateway.http import (
+    ApiError,
+    Request,
+    Response,
+    int_param,
+    json_response,
+    string_field,
+)
+from gateway.sessions import session_json
+from gateway.store import AgentRow
+from wire import sse
+
+SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
+
+
+Handler = Callable[[Gateway, Request], Awaitable[Response | None]]
+
+
+# health
+
+
+async def health(gw: Gateway, req: Request) -> Response:
+    stats = gw.backend.stats()
+    return json_response({
+        "status": "ok",
+        "mode": gw.mode,
+        "uptimeSeconds": round(time.time() - gw.started_at, 3),
+        "sessions": gw.store.count_sessions_by_status(),
+        "sandboxes": {"live": stats.sandboxes, "busy": stats.busy},
+    })
+
+
+# agents
+
+
+async def deploy_agent(gw: Gateway, req: Request) -> Response:
+    body = await req.json_object()
+    name = agents.validate_agent_name(string_field(body, "name") or "")
+    source = Path(string_field(body, "path") or "")
+    config = agents.check_agent_folder(source)
+    target = await asyncio.to_thread(agents.copy_agent_folder, source, gw.agents_dir, name)
+    row = agents.record_agent(gw.store, name, target, config)
+    return json_response({"agent": agents.agent_json(row)}, 201)
+
+
+async def list_agents(gw: Gateway, req: Request) -> Response:
+    return json_response({"agents": [agents.agent_json(row) for row in gw.store.list_agents()]})
+
+
+def _agent_row(gw: Gateway, req: Request) -> AgentRow:
+    name = agents.validate_agent_name(req.path_params["name"])
+    row = gw.store.get_agent(name)
+    if row is None:
+        raise ApiError(404, f"agent not found: {name}")
+    return row
+
+
+async def get_agent(gw: Gateway, req: Request) -> Response:
+    return json_response({"agent": agents.agent_json(_agent_row(gw, req))})
+
+
+async def delete_agent(gw: Gateway, req: Request) -> Response:
+    row = _agent_row(gw, req)
+    live = gw.store.count_live_sessions_of_agent(row.name)
+    if live:
+        raise ApiError(409, f"agent {row.name} has {live} live session(s); end them first")
+    gw.store.delete_agent(row.name)
+    await asyncio.to_thread(agents.remove_agent_folder, gw.agents_dir, row.name)
+    return json_response({"agent": agents.agent_json(row), "deleted": True})
+
+
+# sessions
+
+
+async def create_session(gw: Gateway, req: Request) -> Response:
+    body = await req.json_object()
+    name = agents.validate_agent_name(string_field(body, "agent") or "")
+    row = await gw.sessions.create(name)
+    return json_response({"session": session_json(row)}, 201)
+
+
+async def list_sessions(gw: Gateway, req: Request) -> Response:
+    params = req.query()
+    status = params.get("status")
+    if status is not None and status not in SESSION_STATUSES:
+        raise ApiError(400, f"`status` must be one of {', '.join(SESSION_STATUSES)}")
+    rows = gw.store.list_sessions(
+        agent=params.get("agent"),
+        status=status,
+        limit=int_param(params, "limit", 50, low=1, high=1000),
+        offset=int_param(params, "offset", 0, low=0, high=2**31),
+    )
+    return json_response({"sessions": [session_json(row) for row in rows]})
+
+
+async def get_session(gw: Gateway, req: Request) -> Response:
+    return json_response({"session": session_json(gw.sessions.get(req.path_params["id"]))})
+
+
+async def end_session(gw: Gateway, req: Request) -> Response:
+    return json_response({"session": session_json(await gw.sessions.end(req.path_params["id"]))})
+
+
+async def pause_session(gw: Gateway, req: Request) -> Response:
+    row = await gw.sessions.pause(req.path_params["id"])
+    return json_response({"session": session_json(row)})
+
+
+async def resume_session(gw: Gateway, req: Request) -> Response:
+    row = await gw.sessions.resume(req.path_params["id"])
+    return json_response({"session": session_json(row)})
+
+
+async def interrupt_session(gw: Gateway, req: Request) -> Response:
+    row = await gw.sessions.interrupt(req.path_params["id"])
+    return json_response({"session": session_json(row)})
+
+
+def _message_options(body: dict[str, Any]) -> dict[str, Any]:
+    options = body.get("options", {})
+    if not isinstance(options, dict):
+        raise ApiError(400, "`options` must be a JSON object")
+    for key in ("model",):
+        if key in body:
+            if not isinstance(body[key], str):
+                raise ApiError(400, f"`{key}` must be a string")
+            options[key] = body[key]
+    if "maxTurns" in body:
+        if not isinstance(body["maxTurns"], int) or body["maxTurns"] < 1:
+            raise ApiError(400, "`maxTurns` must be a positive integer")
+        options["maxTurns"] = body["maxTurns"]
+    return options
+
+
+async def send_message(gw: Gateway, req: Request) -> None:
+    body = await req.json_object()
+    content = string_field(body, "content") or ""
+    options = _message_options(body)
+    row = await gw.sessions.begin_turn(req.path_params["id"])
+    send = req.send
+
+    async def write(frame: bytes) -> None:
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+    except BaseException:
+        gw.sessions.abandon_turn(row.id)
+        raise
+    await gw.sessions.run_turn(row, content, options, write)
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except Exception:
+        pass
+
+
+async def session_events(gw: Gateway, req: Request) -> Response:
+    params = req.query()
+    after = int_param(params, "after", 0, low=0, high=2**62)
+    limit = int_param(params, "limit", 1000, low=1, high=10000)
+    return Response(200, gw.sessions.events_after(req.path_params["id"], after, limit))
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    # (method, path pattern, handler); every /api/ path requires the API key
+    ("GET", r"/health", health),
+    ("POST", r"/api/agents", deploy_agent),
+    ("GET", r"/api/agents", list_agents),
+    ("GET", r"/api/agents/(?P<name>[^/]+)", get_agent),
+    ("DELETE", r"/api/agents/(?P<name>[^/]+)", delete_agent),
+    ("POST", r"/api/sessions", create_session),
+    ("GET", r"/api/sessions", list_sessions),
+    ("GET", r"/api/sessions/(?P<id>[^/]+)", get_session),
+    ("DELETE", r"/api/sessions/(?P<id>[^/]+)", end_session),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/messages", send_message),
+    ("GET", r"/api/sessions/(?P<id>[^/]+)/events", session_events),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/pause", pause_session),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/resume", resume_session),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def compile_routes() -> list[Route]:
+    return [Route(method, re.compile(pattern), handler) for method, pattern, handler in ROUTES]

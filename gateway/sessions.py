@@ -1,0 +1,239 @@
+"""Session lifecycle and turns: the one place that moves a session between states.
+
+    starting -> active <-> paused -> ended      (error is resumable; ended is terminal)
+
+Turns stream from the backend straight to the client: each event gets the
+session's next sequence number, goes to the event log (written behind), and is
+written as one SSE frame. The log is flushed before `done` is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.agents import agent_spec
+from gateway.event_log import EventLog
+from gateway.http import ApiError
+from gateway.store import SessionRow, Store
+from runner.backend import Backend, BackendError
+from wire import events, sse
+
+log = logging.getLogger("ash.sessions")
+
+WriteFrame = Callable[[bytes], Awaitable[None]]
+
+
+def session_json(row: SessionRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "agent": row.agent,
+        "agentVersion": row.agent_version,
+        "status": row.status,
+        "runnerId": row.runner_id,
+        "sandboxId": row.sandbox_id,
+        "lastEventId": row.last_event_seq,
+        "turns": row.turns,
+        "error": row.error,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+    }
+
+
+@dataclass
+class SessionService:
+    store: Store
+    backend: Backend
+    event_log: EventLog
+    runner_id: str | None = None
+    _busy: set[str] = field(default_factory=set)
+    _last_seq: dict[str, int] = field(default_factory=dict)
+
+    # lookups
+
+    def get(self, session_id: str) -> SessionRow:
+        row = self.store.get_session(session_id)
+        if row is None:
+            raise ApiError(404, f"session not found: {session_id}")
+        return row
+
+    def get_live(self, session_id: str) -> SessionRow:
+        row = self.get(session_id)
+        if row.status == "ended":
+            raise ApiError(410, f"session {session_id} has ended")
+        return row
+
+    def is_busy(self, session_id: str) -> bool:
+        return session_id in self._busy
+
+    def _next_seq(self, row: SessionRow) -> int:
+        seq = self._last_seq.get(row.id, row.last_event_seq) + 1
+        self._last_seq[row.id] = seq
+        return seq
+
+    # lifecycle
+
+    async def create(self, agent_name: str) -> SessionRow:
+        agent = self.store.get_agent(agent_name)
+        if agent is None:
+            raise ApiError(404, f"agent not found: {agent_name}")
+        session_id = str(uuid.uuid4())
+        self.store.insert_session(session_id, agent.name, agent.version, self.runner_id)
+        try:
+            return await self._start_sandbox(session_id, agent_name)
+        except BackendError as exc:
+            self.store.delete_session(session_id)
+            raise ApiError(503, f"sandbox failed to start: {exc}") from exc
+
+    async def _start_sandbox(self, session_id: str, agent_name: str) -> SessionRow:
+        agent = self.store.get_agent(agent_name)
+        if agent is None:
+            raise ApiError(409, f"agent {agent_name} is no longer deployed")
+        info = await self.backend.create(session_id, agent_spec(agent))
+        self.store.record_sandbox(info.sandbox_id, session_id, self.runner_id, info.pid)
+        row = self.store.update_session(
+            session_id, status="active", sandbox_id=info.sandbox_id, error=None
+        )
+        assert row is not None
+        return row
+
+    async def pause(self, session_id: str) -> SessionRow:
+        row = self.get_live(session_id)
+        if row.status == "paused":
+            return row
+        if row.status != "active":
+            raise ApiError(409, f"session is {row.status}; only an active session can pause")
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy with a turn; interrupt it or wait for done")
+        paused = self.store.update_session(session_id, status="paused")
+        assert paused is not None
+        return paused
+
+    async def resume(self, session_id: str) -> SessionRow:
+        """Warm when the sandbox is alive, cold (new sandbox, state restored) otherwise."""
+        row = self.get_live(session_id)
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy with a turn")
+        if row.status == "starting":
+            raise ApiError(409, "session is still starting")
+        if self.backend.is_alive(session_id):
+            if row.status == "active":
+                return row
+            resumed = self.store.update_session(session_id, status="active", error=None)
+            assert resumed is not None
+            return resumed
+        return await self._cold_start(row)
+
+    async def _cold_start(self, row: SessionRow) -> SessionRow:
+        self._busy.add(row.id)
+        try:
+            if row.sandbox_id:
+                self.store.end_sandbox(row.sandbox_id, "dead")
+            return await self._start_sandbox(row.id, row.agent)
+        except BackendError as exc:
+            self.store.update_session(row.id, status="error", sandbox_id=None, error=str(exc))
+            raise ApiError(503, f"sandbox failed to start: {exc}") from exc
+        finally:
+            self._busy.discard(row.id)
+
+    async def end(self, session_id: str) -> SessionRow:
+        row = self.get_live(session_id)
+        await self.backend.destroy(session_id)
+        if row.sandbox_id:
+            self.store.end_sandbox(row.sandbox_id)
+        ended = self.store.update_session(session_id, status="ended", sandbox_id=None)
+        assert ended is not None
+        return ended
+
+    async def interrupt(self, session_id: str) -> SessionRow:
+        row = self.get_live(session_id)
+        if self.is_busy(session_id):
+            await self.backend.interrupt(session_id)
+        return row
+
+    # turns
+
+    async def begin_turn(self, session_id: str) -> SessionRow:
+        """Pre-stream checks; on success the session is marked busy until `run_turn` ends."""
+        row = self.get_live(session_id)
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy with another turn")
+        if row.status != "active":
+            raise ApiError(409, f"session is {row.status}; resume it before sending messages")
+        if not self.backend.is_alive(session_id):
+            row = await self._cold_start(row)
+        self._busy.add(session_id)
+        return row
+
+    def abandon_turn(self, session_id: str) -> None:
+        """Release a turn that `begin_turn` admitted but that never started streaming."""
+        self._busy.discard(session_id)
+
+    async def run_turn(
+        self, row: SessionRow, prompt: str, options: dict[str, Any], write: WriteFrame
+    ) -> None:
+        """Stream one turn to `write`. A client that goes away does not stop the turn."""
+        session_id = row.id
+        client_attached = True
+        try:
+            async for event in self._turn_events(session_id, prompt, options):
+                seq = self._next_seq(row)
+                self.event_log.append(session_id, seq, event.type, event.data)
+                if event.type == events.DONE:
+                    self.event_log.flush()
+                    self._finish_turn(row)
+                if client_attached:
+                    try:
+                        await write(sse.encode_event(seq, event.type, event.data))
+                    except Exception:
+                        client_attached = False
+                        log.info("client left session %s mid-turn; turn continues", session_id)
+        finally:
+            self._busy.discard(session_id)
+            self.event_log.flush()
+
+    async def _turn_events(
+        self, session_id: str, prompt: str, options: dict[str, Any]
+    ) -> AsyncIterator[events.Event]:
+        try:
+            async for event in self.backend.send(session_id, prompt, options):
+                yield event
+        except BackendError as exc:
+            yield events.Event(
+                events.ERROR, orjson.dumps({"error": str(exc), "code": "backend_error"})
+            )
+            yield events.Event(events.DONE, b'{"status":"error"}')
+
+    def _finish_turn(self, row: SessionRow) -> None:
+        current = self.get(row.id)
+        if self.backend.is_alive(row.id):
+            self.store.update_session(row.id, turns=current.turns + 1)
+            return
+        self.store.update_session(
+            row.id,
+            turns=current.turns + 1,
+            status="paused" if current.status == "active" else current.status,
+            sandbox_id=None,
+            error="sandbox exited during the turn",
+        )
+        if current.sandbox_id:
+            self.store.end_sandbox(current.sandbox_id, "dead")
+
+    def events_after(self, session_id: str, after: int, limit: int) -> bytes:
+        """The persisted history as a JSON document, payloads spliced in unparsed."""
+        self.get(session_id)
+        self.event_log.flush()
+        rows = self.store.events_after(session_id, after, limit)
+        items = b",".join(
+            b'{"id":%d,"type":"%s","data":%s}' % (r.seq, r.type.encode(), r.data) for r in rows
+        )
+        return b'{"events":[' + items + b"]}"
+
+    def recover_after_restart(self) -> int:
+        """In-process sandboxes died with the last gateway process: pause their sessions."""
+        return self.store.pause_orphaned_local_sessions()

@@ -1,0 +1,321 @@
+"""The gateway's database: apsw SQLite in WAL mode, schema by PRAGMA user_version.
+
+Plain SQL, no ORM. Every method is a short synchronous call (tens of
+microseconds), made on the event loop thread; multi-row changes run in one
+transaction so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+BUSY_TIMEOUT_MS = 5000
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE agents (
+        name        TEXT PRIMARY KEY,
+        path        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        config      TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE runners (
+        id              TEXT PRIMARY KEY,
+        host            TEXT NOT NULL,
+        port            INTEGER NOT NULL,
+        max_sandboxes   INTEGER NOT NULL,
+        active          INTEGER NOT NULL DEFAULT 0,
+        warming         INTEGER NOT NULL DEFAULT 0,
+        status          TEXT NOT NULL,
+        registered_at   REAL NOT NULL,
+        last_heartbeat  REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        id              TEXT PRIMARY KEY,
+        agent           TEXT NOT NULL,
+        agent_version   INTEGER NOT NULL,
+        status          TEXT NOT NULL,
+        runner_id       TEXT,
+        sandbox_id      TEXT,
+        last_event_seq  INTEGER NOT NULL DEFAULT 0,
+        turns           INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_agent ON sessions (agent, created_at);
+    CREATE INDEX sessions_by_status ON sessions (status, created_at);
+    CREATE INDEX sessions_by_runner ON sessions (runner_id, status);
+    CREATE TABLE sandboxes (
+        id          TEXT PRIMARY KEY,
+        session_id  TEXT NOT NULL,
+        runner_id   TEXT,
+        pid         INTEGER,
+        status      TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        ended_at    REAL
+    );
+    CREATE INDEX sandboxes_by_session ON sandboxes (session_id);
+    CREATE TABLE events (
+        session_id  TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        type        TEXT NOT NULL,
+        data        BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE settings (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    """,
+)
+
+SESSION_LIVE_STATUSES = ("starting", "active", "paused", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    name: str
+    path: str
+    version: int
+    config: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    agent: str
+    agent_version: int
+    status: str
+    runner_id: str | None
+    sandbox_id: str | None
+    last_event_seq: int
+    turns: int
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    seq: int
+    type: str
+    data: bytes
+
+
+_SESSION_COLUMNS = (
+    "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
+    "created_at, updated_at"
+)
+_AGENT_COLUMNS = "name, path, version, config, created_at, updated_at"
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self.db = apsw.Connection(self.path)
+        self.db.set_busy_timeout(BUSY_TIMEOUT_MS)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.db:
+                self.db.execute(script)
+                self.db.execute(f"PRAGMA user_version={version}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    # settings
+
+    def get_setting(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # agents
+
+    def upsert_agent(self, name: str, path: str, config: str) -> AgentRow:
+        now = time.time()
+        row = self.db.execute(
+            f"INSERT INTO agents (name, path, version, config, created_at, updated_at) "
+            f"VALUES (?, ?, 1, ?, ?, ?) "
+            f"ON CONFLICT (name) DO UPDATE SET path = excluded.path, config = excluded.config, "
+            f"version = agents.version + 1, updated_at = excluded.updated_at "
+            f"RETURNING {_AGENT_COLUMNS}",
+            (name, path, config, now, now),
+        ).fetchone()
+        return AgentRow(*row)
+
+    def get_agent(self, name: str) -> AgentRow | None:
+        row = self.db.execute(
+            f"SELECT {_AGENT_COLUMNS} FROM agents WHERE name = ?", (name,)
+        ).fetchone()
+        return AgentRow(*row) if row else None
+
+    def list_agents(self) -> list[AgentRow]:
+        rows = self.db.execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY name")
+        return [AgentRow(*row) for row in rows]
+
+    def delete_agent(self, name: str) -> bool:
+        self.db.execute("DELETE FROM agents WHERE name = ?", (name,))
+        return self.db.changes() > 0
+
+    def count_live_sessions_of_agent(self, name: str) -> int:
+        return self.db.execute(
+            "SELECT count(*) FROM sessions WHERE agent = ? AND status != 'ended'", (name,)
+        ).fetchone()[0]
+
+    # sessions
+
+    def insert_session(self, session_id: str, agent: str, agent_version: int,
+                       runner_id: str | None = None) -> SessionRow:
+        now = time.time()
+        row = self.db.execute(
+            f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, created_at, "
+            f"updated_at) VALUES (?, ?, ?, 'starting', ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
+            (session_id, agent, agent_version, runner_id, now, now),
+        ).fetchone()
+        return SessionRow(*row)
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        row = self.db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        return SessionRow(*row) if row else None
+
+    def list_sessions(self, *, agent: str | None = None, status: str | None = None,
+                      limit: int = 50, offset: int = 0) -> list[SessionRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
+            f"ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [SessionRow(*row) for row in rows]
+
+    def update_session(self, session_id: str, **fields: Any) -> SessionRow | None:
+        """Set the given columns (and `updated_at`); returns the new row."""
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        row = self.db.execute(
+            f"UPDATE sessions SET {assignments} WHERE id = ? RETURNING {_SESSION_COLUMNS}",
+            (*fields.values(), session_id),
+        ).fetchone()
+        return SessionRow(*row) if row else None
+
+    def delete_session(self, session_id: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            self.db.execute("DELETE FROM sandboxes WHERE session_id = ?", (session_id,))
+            self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def count_sessions_by_status(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT status, count(*) FROM sessions GROUP BY status")
+        return {status: count for status, count in rows}
+
+    def pause_orphaned_local_sessions(self) -> int:
+        """After a restart, in-process sandboxes are gone: their sessions become paused."""
+        with self.db:
+            self.db.execute(
+                "UPDATE sessions SET status = 'paused', sandbox_id = NULL, updated_at = ? "
+                "WHERE runner_id IS NULL AND status IN ('starting', 'active')",
+                (time.time(),),
+            )
+            count = self.db.changes()
+            self.db.execute(
+                "UPDATE sandboxes SET status = 'dead', ended_at = ? "
+                "WHERE runner_id IS NULL AND status = 'live'",
+                (time.time(),),
+            )
+        return count
+
+    # sandboxes
+
+    def record_sandbox(self, sandbox_id: str, session_id: str, runner_id: str | None,
+                       pid: int) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE sandboxes SET status = 'dead', ended_at = ? "
+                "WHERE session_id = ? AND status = 'live'",
+                (time.time(), session_id),
+            )
+            self.db.execute(
+                "INSERT INTO sandboxes (id, session_id, runner_id, pid, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'live', ?)",
+                (sandbox_id, session_id, runner_id, pid, time.time()),
+            )
+
+    def end_sandbox(self, sandbox_id: str, status: str = "destroyed") -> None:
+        self.db.execute(
+            "UPDATE sandboxes SET status = ?, ended_at = ? WHERE id = ? AND status = 'live'",
+            (status, time.time(), sandbox_id),
+        )
+
+    def count_live_sandboxes(self) -> int:
+        return self.db.execute(
+            "SELECT count(*) FROM sandboxes WHERE status = 'live'"
+        ).fetchone()[0]
+
+    # events
+
+    def append_events(self, rows: Sequence[tuple[str, int, str, bytes, float]],
+                      last_seq_by_session: dict[str, int]) -> None:
+        """Write a batch of events and advance each session's cursor, in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO events (session_id, seq, type, data, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self.db.executemany(
+                "UPDATE sessions SET last_event_seq = ? WHERE id = ? AND last_event_seq < ?",
+                [(seq, sid, seq) for sid, seq in last_seq_by_session.items()],
+            )
+
+    def events_after(self, session_id: str, after: int, limit: int) -> list[EventRow]:
+        rows = self.db.execute(
+            "SELECT seq, type, data FROM events WHERE session_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (session_id, after, limit),
+        )
+        return [EventRow(*row) for row in rows]
+
+    def last_event_seq(self, session_id: str) -> int:
+        row = self.db.execute(
+            "SELECT max(seq) FROM events WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        return row[0] or 0

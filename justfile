@@ -1,0 +1,24 @@
+# Everyday recipes for Ash gateway. `just --list` shows them.
+
+# Recipe arguments reach commands as "$@", so quoted arguments keep their spaces.
+set positional-arguments := true
+
+# Run the gateway (standalone mode unless told otherwise).
+run *ARGS:
+    ash-gateway "$@"
+
+# Run the test suite; arguments go to pytest.
+test *ARGS:
+    python -m pytest "$@"
+
+# Regenerate wire/runner_pb2*.py(i) from wire/runner.proto.
+proto:
+    python scripts/gen_proto.py
+
+# Lint the whole tree.
+lint:
+    ruff check .
+
+# Apply ruff's automatic fixes.
+fmt:
+    ruff check --fix .

@@ -1,0 +1,1 @@
+"""The data plane: sandboxes, bridges and the backend interface the gateway drives."""

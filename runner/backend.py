@@ -1,0 +1,93 @@
+"""The backend interface: what the gateway asks of the place where sandboxes live.
+
+Standalone mode implements it in-process (`runner.local.LocalBackend`); the
+coordinator mode implements it over gRPC to a remote `ash-runner`. The gateway
+codes against this interface only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from wire.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """A deployed agent as a sandbox needs it: its folder and parsed config."""
+
+    name: str
+    path: str
+    version: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxInfo:
+    sandbox_id: str
+    session_id: str
+    pid: int
+    workspace: str
+    restored: bool
+    """True when the workspace came from earlier state (cold resume), not fresh."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    sandboxes: int
+    busy: int
+
+
+class BackendError(Exception):
+    """A backend operation failed for a reason the client should see."""
+
+
+class SandboxStartError(BackendError):
+    """The bridge did not come up; the message names its exit code and stderr."""
+
+
+class SandboxGone(BackendError):
+    """The session has no live sandbox on this backend."""
+
+
+class Backend(Protocol):
+    async def create(
+        self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
+    ) -> SandboxInfo:
+        """Start a sandbox for `session_id` and wait for its bridge's `ready`.
+
+        With `state`, the workspace is restored from that snapshot. Without it, a
+        workspace this backend still holds for the session is kept (cold resume on
+        the same machine); otherwise a fresh one is made.
+        """
+        ...
+
+    def is_alive(self, session_id: str) -> bool: ...
+
+    def send(
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+    ) -> AsyncIterator[Event]:
+        """Run one turn; yields its events, the last one `done`.
+
+        If the sandbox dies mid-turn the iterator yields an `error` event naming
+        the cause, then `done`.
+        """
+        ...
+
+    async def interrupt(self, session_id: str) -> None: ...
+
+    async def destroy(self, session_id: str, *, keep_workspace: bool = False) -> None:
+        """Stop the sandbox. The workspace is deleted unless `keep_workspace`."""
+        ...
+
+    async def snapshot(self, session_id: str) -> bytes:
+        """The session's state (its workspace, conversation files included) as a tar."""
+        ...
+
+    def stats(self) -> BackendStats: ...
+
+    async def close(self) -> None:
+        """Stop every sandbox (workspaces are kept for a later cold resume)."""
+        ...

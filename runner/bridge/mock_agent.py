@@ -1,0 +1,313 @@
+"""The deterministic mock agent: the default backend, for tests, demos and benchmarks.
+
+Replies are derived from the prompt and from every earlier prompt, so a test can
+tell the agent remembers. The conversation lives in
+`$HOME/.ash/mock/conversation.json`, written after each turn and before its
+`done`, which is what a cold resume restores. A prompt `/bash <command>` runs
+the command in the workspace and reports it as a Bash tool call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from runner.bridge.agent import AgentContext, Emit
+from wire import events
+
+MODEL = "ash-mock"
+BASH_PREFIX = "/bash "
+BASH_TIMEOUT_S = 60.0
+BASH_OUTPUT_CAP = 64 * 1024
+MAX_TOKENS = 100_000
+CONVERSATION_FILE = Path(".ash") / "mock" / "conversation.json"
+FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+_WORD = re.compile(r"\s*\S+\s*")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class MockTiming:
+    first_token_delay_ms: float = 0.0
+    token_interval_ms: float = 0.0
+    tokens: int | None = None
+    """How many `text_delta` events a reply is split into; None means one per word."""
+
+
+def _ms(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = int(value) if value.strip().isdigit() else None
+    if isinstance(value, int) and 1 <= value <= MAX_TOKENS:
+        return value
+    return None
+
+
+def _first(parse: Callable[[object], _T | None], *candidates: object) -> _T | None:
+    for candidate in candidates:
+        parsed = parse(candidate)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def resolve_timing(
+    options: Mapping[str, Any], config: Mapping[str, Any], environ: Mapping[str, str]
+) -> MockTiming:
+    """Each setting from the message options, else agent.json `mock`, else ASH_MOCK_*."""
+    mock = config.get("mock")
+    mock = mock if isinstance(mock, dict) else {}
+    first = _first(
+        _ms,
+        options.get("firstTokenDelayMs"),
+        mock.get("first_token_delay_ms"),
+        environ.get("ASH_MOCK_FIRST_TOKEN_MS"),
+    )
+    interval = _first(
+        _ms,
+        options.get("tokenIntervalMs"),
+        mock.get("token_interval_ms"),
+        environ.get("ASH_MOCK_TOKEN_INTERVAL_MS"),
+    )
+    tokens = _first(
+        _count, options.get("tokens"), mock.get("tokens"), environ.get("ASH_MOCK_TOKENS")
+    )
+    return MockTiming(first or 0.0, interval or 0.0, tokens)
+
+
+def compose_reply(prompt: str, earlier: Sequence[str]) -> str:
+    """The reply to `prompt` given the user's earlier prompts, oldest first."""
+    turn = len(earlier) + 1
+    if not earlier:
+        return f"Turn 1. You said: {prompt}. This is the start of our conversation."
+    return f"Turn {turn}. You said: {prompt}. Earlier you said: {' | '.join(earlier)}."
+
+
+def split_reply(text: str, tokens: int | None) -> list[str]:
+    """Split `text` into `tokens` chunks (one per word when None).
+
+    Words are grouped when there are fewer chunks than words, and filler words are
+    appended when there are more, so the chunks always join to the reply sent.
+    """
+    words = _WORD.findall(text) or [text]
+    if tokens is None or tokens == len(words):
+        return words
+    if tokens > len(words):
+        padding = [f" {FILLER[i % len(FILLER)]}" for i in range(tokens - len(words))]
+        return words + padding
+    size, extra = divmod(len(words), tokens)
+    chunks: list[str] = []
+    start = 0
+    for index in range(tokens):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append("".join(words[start:end]))
+        start = end
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    output: str
+    exit_code: int
+
+
+async def run_command(
+    command: str,
+    cwd: Path,
+    stop: asyncio.Event,
+    *,
+    time_limit: float = BASH_TIMEOUT_S,
+    cap: int = BASH_OUTPUT_CAP,
+) -> CommandResult:
+    """Run a shell command in its own process group; `stop` or the timeout kills the group."""
+    proc = await asyncio.create_subprocess_shell(
+        command,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    reading = asyncio.ensure_future(_read_capped(proc.stdout, cap))
+    stopping = asyncio.ensure_future(stop.wait())
+    note = ""
+    try:
+        finished, _ = await asyncio.wait(
+            {reading, stopping}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
+        )
+        if reading not in finished:
+            timed_out = f"[timed out after {time_limit:g} s]"
+            note = "[interrupted]" if stopping in finished else timed_out
+            _kill_group(proc.pid)
+            await asyncio.wait({reading}, timeout=5)
+        output, truncated = reading.result() if reading.done() else (b"", False)
+        exit_code = await proc.wait()
+    finally:
+        stopping.cancel()
+        if not reading.done():
+            reading.cancel()
+            _kill_group(proc.pid)
+    text = output.decode("utf-8", "replace")
+    if truncated:
+        text += f"\n[output truncated at {cap} bytes]"
+    if note:
+        text += f"\n{note}"
+    return CommandResult(text, exit_code)
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """Read to EOF, keeping the first `cap` bytes; the rest is drained and dropped."""
+    kept = bytearray()
+    truncated = False
+    while chunk := await stream.read(65536):
+        room = cap - len(kept)
+        if len(chunk) > room:
+            truncated = True
+        if room > 0:
+            kept += chunk[:room]
+    return bytes(kept), truncated
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def load_conversation(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    try:
+        messages = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"ash-bridge: ignoring unreadable {path}: {exc}", file=sys.stderr)
+        return []
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        print(f"ash-bridge: ignoring malformed {path}", file=sys.stderr)
+        return []
+    return messages
+
+
+def save_conversation(path: Path, messages: list[dict[str, str]]) -> None:
+    """Replace the file atomically, so a kill mid-write leaves the previous turn intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_bytes(orjson.dumps(messages))
+    os.replace(temp, path)
+
+
+class MockAgent:
+    def __init__(self, context: AgentContext) -> None:
+        self._context = context
+        self._path = context.home / CONVERSATION_FILE
+        self._messages = load_conversation(self._path)
+        self._interrupted = asyncio.Event()
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return list(self._messages)
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    async def run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        try:
+            return await self._run_turn(prompt, options, emit)
+        finally:
+            self._interrupted.clear()
+
+    async def _run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        timing = resolve_timing(options, self._context.config, self._context.environ)
+        earlier = [m["content"] for m in self._messages if m["role"] == "user"]
+        turn = len(earlier) + 1
+        interrupted = await self._pause(timing.first_token_delay_ms)
+        command = prompt[len(BASH_PREFIX) :].strip() if prompt.startswith(BASH_PREFIX) else ""
+        if command and not interrupted:
+            reply = await self._bash(turn, command, emit)
+            interrupted = self._interrupted.is_set()
+        else:
+            reply = compose_reply(prompt, earlier)
+        sent: list[str] = []
+        for index, chunk in enumerate(split_reply(reply, timing.tokens)):
+            if interrupted or (index and await self._pause(timing.token_interval_ms)):
+                interrupted = True
+                break
+            await emit(events.TEXT_DELTA, orjson.dumps({"text": chunk}))
+            sent.append(chunk)
+        text = "".join(sent)
+        if text:
+            await emit(events.MESSAGE, orjson.dumps({
+                "type": "assistant",
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "model": MODEL,
+            }))
+        input_tokens = sum(len(m["content"].split()) for m in self._messages)
+        input_tokens += len(self._context.system_prompt.split()) + len(prompt.split())
+        self._messages += [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": text},
+        ]
+        save_conversation(self._path, self._messages)
+        await emit(events.TURN_COMPLETE, orjson.dumps({
+            "turn": turn,
+            "stop_reason": "interrupted" if interrupted else "end_turn",
+            "usage": {"input_tokens": input_tokens, "output_tokens": len(sent)},
+        }))
+        return "interrupted" if interrupted else "ok"
+
+    async def _bash(self, turn: int, command: str, emit: Emit) -> str:
+        tool_id = f"toolu_{turn}"
+        await emit(events.TOOL_USE, orjson.dumps(
+            {"id": tool_id, "name": "Bash", "input": {"command": command}}
+        ))
+        result = await run_command(command, self._context.home, self._interrupted)
+        await emit(events.TOOL_RESULT, orjson.dumps({
+            "tool_use_id": tool_id,
+            "content": result.output,
+            "exit_code": result.exit_code,
+            "is_error": result.exit_code != 0,
+        }))
+        return (
+            f"Turn {turn}. I ran `{command}` and it exited with code {result.exit_code}. "
+            f"Output:\n{result.output}"
+        )
+
+    async def _pause(self, ms: float) -> bool:
+        """Wait `ms` milliseconds unless interrupted first; True when interrupted."""
+        if ms > 0 and not self._interrupted.is_set():
+            try:
+                async with asyncio.timeout(ms / 1000):
+                    await self._interrupted.wait()
+            except TimeoutError:
+                return False
+        return self._interrupted.is_set()

@@ -1,0 +1,154 @@
+"""The bridge process: serve bridge-protocol commands on the socket the runner passed in.
+
+Startup: read ASH_BRIDGE_FD, load the agent (ASH_BACKEND, ASH_AGENT_DIR), send
+`ready`. Then `query` runs a turn, `interrupt` stops it, `shutdown` exits. When
+the socket reaches EOF the runner is gone and the bridge exits with it, so a
+bridge never outlives its runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from runner.bridge.agent import DEFAULT_BACKEND, AgentBackend, AgentLoadError, load_agent
+from wire import events
+from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
+
+EXIT_CONFIG_ERROR = 2
+
+
+class BadQuery(ValueError):
+    """A `query` payload that is not `{"prompt": str, "options": {...}}`."""
+
+
+def parse_query(payload: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        query = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise BadQuery(f"query payload is not JSON: {exc}") from exc
+    if not isinstance(query, dict) or not isinstance(query.get("prompt"), str):
+        raise BadQuery("query payload must be an object with a string `prompt`")
+    options = query.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadQuery("query `options` must be an object")
+    return query["prompt"], options
+
+
+class Bridge:
+    """One connection's command loop. Turns run as tasks so `interrupt` can reach them."""
+
+    def __init__(self, agent: AgentBackend, writer: asyncio.StreamWriter) -> None:
+        self._agent = agent
+        self._writer = writer
+        self._turn: asyncio.Task[None] | None = None
+        self._pending = 0
+        """Turns whose query arrived and whose `run_turn` has not returned yet."""
+
+    async def emit(self, event_type: str, payload: bytes) -> None:
+        self._writer.write(encode_frame(event_type, payload))
+        await self._writer.drain()
+
+    async def serve(self, reader: asyncio.StreamReader) -> int:
+        """Run commands until `shutdown` or EOF; returns the exit code."""
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(HEADER_SIZE)
+                    command = decode_body(await reader.readexactly(body_length(header)))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return 0
+                except FrameError as exc:
+                    print(f"ash-bridge: corrupt command stream: {exc}", file=sys.stderr)
+                    return 1
+                if command.type == events.QUERY:
+                    self._start_turn(command.data)
+                elif command.type == events.INTERRUPT:
+                    if self._pending:
+                        self._agent.interrupt()
+                elif command.type == events.SHUTDOWN:
+                    return 0
+                else:
+                    print(f"ash-bridge: ignoring unknown command {command.type!r}", file=sys.stderr)
+        finally:
+            if self._turn is not None:
+                self._turn.cancel()
+                await asyncio.gather(self._turn, return_exceptions=True)
+            self._writer.close()
+
+    def _start_turn(self, payload: bytes) -> None:
+        self._pending += 1
+        self._turn = asyncio.create_task(self._run_turn(self._turn, payload))
+
+    async def _run_turn(self, previous: asyncio.Task[None] | None, payload: bytes) -> None:
+        """One turn, after the one before it: its events, then exactly one `done`."""
+        try:
+            if previous is not None:
+                await asyncio.wait({previous})
+            status, failure = await self._agent_turn(payload)
+            if isinstance(failure, BadQuery):
+                await self._error(str(failure), "bad_request")
+            elif failure is not None:
+                traceback.print_exception(failure)
+                await self._error(f"agent failed: {failure}", "agent_error")
+            await self.emit(events.DONE, orjson.dumps({"status": status}))
+        except ConnectionError:
+            pass  # the runner is gone; the command loop sees EOF and exits
+
+    async def _agent_turn(self, payload: bytes) -> tuple[str, Exception | None]:
+        """The agent's part of a turn; it stops being interruptible the moment it returns."""
+        try:
+            prompt, options = parse_query(payload)
+            return await self._agent.run_turn(prompt, options, self.emit), None
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            return "error", exc
+        finally:
+            self._pending -= 1
+
+    async def _error(self, message: str, code: str) -> None:
+        await self.emit(events.ERROR, orjson.dumps({"error": message, "code": code}))
+
+
+async def serve(sock: socket.socket, agent: AgentBackend, backend: str) -> int:
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    bridge = Bridge(agent, writer)
+    try:
+        await bridge.emit(events.READY, orjson.dumps({"backend": backend, "pid": os.getpid()}))
+    except ConnectionError:
+        writer.close()
+        return 0
+    return await bridge.serve(reader)
+
+
+async def run(environ: Mapping[str, str]) -> int:
+    try:
+        fd = int(environ["ASH_BRIDGE_FD"])
+        sock = socket.socket(fileno=fd)
+    except (KeyError, ValueError, OSError) as exc:
+        print(f"ash-bridge: ASH_BRIDGE_FD must name the runner's socket ({exc})", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    backend = environ.get("ASH_BACKEND") or DEFAULT_BACKEND
+    try:
+        agent = load_agent(backend, environ)
+    except AgentLoadError as exc:
+        print(f"ash-bridge: {exc}", file=sys.stderr)
+        sock.close()
+        return EXIT_CONFIG_ERROR
+    return await serve(sock, agent, backend)
+
+
+def main() -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run(os.environ))
+    return uvloop.run(run(os.environ))

@@ -1,0 +1,111 @@
+"""The runner's end of a bridge socket: command frames out, event frames in.
+
+A small asyncio protocol decodes frames as bytes arrive and queues the events.
+Reading stops while too many events wait unread, so a slow consumer fills the
+socket and stalls the agent instead of growing memory. Waiting for an event is
+safe to cancel: a frame is only taken off the queue when it is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import cast
+
+from wire.bridge import FrameDecoder, FrameError, encode_frame
+from wire.events import Event
+
+PAUSE_AT = 256
+"""Queued events at which the socket stops being read."""
+RESUME_AT = 64
+
+
+class _BridgeProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.events: deque[Event] = deque()
+        self.closed = False
+        self.error: FrameError | None = None
+        self.paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self._decoder = FrameDecoder()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:
+            self.error = exc
+            self.transport.abort()
+            return
+        self.events.extend(frames)
+        if len(self.events) >= PAUSE_AT and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class BridgeClient:
+    def __init__(self, transport: asyncio.Transport, protocol: _BridgeProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    @classmethod
+    async def connect(cls, sock: socket.socket) -> BridgeClient:
+        """Wrap the runner's end of a connected socketpair."""
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_unix_connection(_BridgeProtocol, sock=sock)
+        return cls(cast(asyncio.Transport, transport), protocol)
+
+    @property
+    def closed(self) -> bool:
+        """The bridge's end is closed: it exited, or is exiting."""
+        return self._protocol.closed
+
+    @property
+    def error(self) -> FrameError | None:
+        """Why the stream was cut, if the bridge sent something that is not a frame."""
+        return self._protocol.error
+
+    def send(self, command: str, payload: bytes = b"{}") -> None:
+        """Write one command frame (commands are small: no flow control needed)."""
+        if not self._transport.is_closing():
+            self._transport.write(encode_frame(command, payload))
+
+    async def next_event(self) -> Event | None:
+        """The next event, or None once the bridge's end is closed and every event is read."""
+        protocol = self._protocol
+        while not protocol.events:
+            if protocol.closed:
+                return None
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await protocol.waiter
+            finally:
+                protocol.waiter = None
+        event = protocol.events.popleft()
+        if protocol.paused and len(protocol.events) <= RESUME_AT:
+            protocol.paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+        return event
+
+    def close(self) -> None:
+        self._transport.close()

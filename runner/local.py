@@ -1,0 +1,341 @@
+"""`LocalBackend`: sandboxes as child processes of this one (standalone mode).
+
+Layout under the data dir, per session:
+
+    sandboxes/<session_id>/workspace/   the bridge's HOME and cwd; the session's state
+    sandboxes/<session_id>/bridge.log   the bridge's stdout and stderr, outside the workspace
+
+A bridge dies with the runner (it exits on socket EOF); its workspace stays, so a
+later `create` for the same session on this data dir resumes it cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+import secrets
+import shutil
+import signal
+import tarfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from runner.backend import (
+    AgentSpec,
+    BackendError,
+    BackendStats,
+    SandboxGone,
+    SandboxInfo,
+    SandboxStartError,
+)
+from runner.bridge_client import BridgeClient
+from runner.sandbox import BridgeProcess, BridgeSettings, SandboxSpec, spawn_bridge
+from wire import events
+from wire.events import Event
+
+log = logging.getLogger("ash.runner")
+
+SANDBOXES_DIR = "sandboxes"
+DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(eq=False)
+class _Sandbox:
+    spec: SandboxSpec
+    info: SandboxInfo
+    bridge: BridgeProcess
+    client: BridgeClient
+    busy: bool = False
+    """A `send` owns the bridge: its turn, or its wait for the previous turn's drain."""
+    draining: asyncio.Task[None] | None = None
+    """An abandoned turn being interrupted and read to its `done`."""
+
+    @property
+    def alive(self) -> bool:
+        return not self.client.closed and self.bridge.process.returncode is None
+
+
+class LocalBackend:
+    """The `Backend` protocol with every sandbox a child process of this one."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        settings: BridgeSettings | None = None,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 2.0,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables."""
+        self._data_dir = Path(data_dir)
+        self._settings = settings if settings is not None else BridgeSettings.from_env()
+        self._ready_timeout = ready_timeout
+        self._stop_timeout = stop_timeout
+        self._drain_timeout = drain_timeout
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._starting: set[str] = set()
+
+    # paths
+
+    def sandbox_dir(self, session_id: str) -> Path:
+        if not _SESSION_ID.fullmatch(session_id) or ".." in session_id:
+            raise BackendError(f"invalid session id: {session_id!r}")
+        return self._data_dir / SANDBOXES_DIR / session_id
+
+    def workspace(self, session_id: str) -> Path:
+        return self.sandbox_dir(session_id) / "workspace"
+
+    # lifecycle
+
+    async def create(
+        self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
+    ) -> SandboxInfo:
+        spec = SandboxSpec(session_id, agent, self.sandbox_dir(session_id), self._settings)
+        if session_id in self._starting or self.is_alive(session_id):
+            raise BackendError(f"session {session_id} already has a sandbox")
+        self._starting.add(session_id)
+        try:
+            dead = self._sandboxes.pop(session_id, None)
+            if dead is not None:
+                await self._stop(dead)
+            restored = await asyncio.to_thread(prepare_workspace, spec.workspace, state)
+            try:
+                sandbox = await self._start(spec, restored)
+            except BaseException:
+                if not restored:
+                    await asyncio.to_thread(shutil.rmtree, spec.sandbox_dir, True)
+                raise
+            self._sandboxes[session_id] = sandbox
+            return sandbox.info
+        finally:
+            self._starting.discard(session_id)
+
+    async def _start(self, spec: SandboxSpec, restored: bool) -> _Sandbox:
+        """Spawn the bridge and wait for its `ready`; on any failure the bridge is gone."""
+        bridge = await spawn_bridge(spec)
+        client: BridgeClient | None = None
+        try:
+            client = await BridgeClient.connect(bridge.sock)
+            try:
+                async with asyncio.timeout(self._ready_timeout):
+                    first = await client.next_event()
+            except TimeoutError:
+                raise SandboxStartError(
+                    f"bridge not ready after {self._ready_timeout:g} s: {bridge.log_tail()}"
+                ) from None
+            if first is None:
+                code = await self._reap(bridge)
+                raise SandboxStartError(f"bridge exited with code {code}: {bridge.log_tail()}")
+            if first.type != events.READY:
+                raise SandboxStartError(f"bridge sent {first.type!r} before ready")
+        except BaseException:
+            await self._reap(bridge, kill=True)
+            if client is not None:
+                client.close()
+            else:
+                bridge.sock.close()
+            raise
+        info = SandboxInfo(
+            sandbox_id=f"sbx_{secrets.token_hex(8)}",
+            session_id=spec.session_id,
+            pid=bridge.pid,
+            workspace=str(spec.workspace),
+            restored=restored,
+        )
+        return _Sandbox(spec, info, bridge, client)
+
+    def is_alive(self, session_id: str) -> bool:
+        sandbox = self._sandboxes.get(session_id)
+        return sandbox is not None and sandbox.alive
+
+    async def destroy(self, session_id: str, *, keep_workspace: bool = False) -> None:
+        sandbox_dir = self.sandbox_dir(session_id)
+        sandbox = self._sandboxes.pop(session_id, None)
+        if sandbox is not None:
+            await self._stop(sandbox)
+        if not keep_workspace:
+            await asyncio.to_thread(shutil.rmtree, sandbox_dir, True)
+
+    async def close(self) -> None:
+        sandboxes = list(self._sandboxes.values())
+        self._sandboxes.clear()
+        await asyncio.gather(*(self._stop(sandbox) for sandbox in sandboxes))
+
+    async def _stop(self, sandbox: _Sandbox) -> None:
+        """Ask the bridge to shut down; kill it if it has not exited after `stop_timeout`."""
+        if sandbox.draining is not None:
+            sandbox.draining.cancel()
+        sandbox.client.send(events.SHUTDOWN)
+        await self._reap(sandbox.bridge, grace=self._stop_timeout)
+        sandbox.client.close()
+
+    async def _reap(self, bridge: BridgeProcess, *, kill: bool = False, grace: float = 0) -> int:
+        """Wait for the bridge to exit, killing it now (`kill`) or after `grace` seconds."""
+        process = bridge.process
+        if not kill and process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace or self._stop_timeout):
+                    return await process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()
+
+    # turns
+
+    async def send(
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+    ) -> AsyncIterator[Event]:
+        """One turn's events, `done` last. One turn at a time per sandbox.
+
+        A consumer that stops early (aclose, cancellation) leaves the turn to a
+        background drain that interrupts it, so the next `send` starts clean.
+        """
+        try:
+            query = orjson.dumps({"prompt": prompt, "options": options or {}})
+        except TypeError as exc:
+            raise BackendError(f"message options are not JSON: {exc}") from exc
+        sandbox = self._live(session_id)
+        if sandbox.busy:
+            raise BackendError("session busy")
+        sandbox.busy = True
+        turn_open = False
+        try:
+            if sandbox.draining is not None:
+                await asyncio.wait({sandbox.draining})
+                if not sandbox.alive:
+                    raise SandboxGone(f"session {session_id} has no live sandbox")
+            sandbox.client.send(events.QUERY, query)
+            turn_open = True
+            while turn_open:
+                event = await sandbox.client.next_event()
+                if event is None:
+                    turn_open = False
+                    code = await self._reap(sandbox.bridge, kill=sandbox.client.error is not None)
+                    yield Event(events.ERROR, orjson.dumps({
+                        "error": f"sandbox exited unexpectedly (exit code {code})",
+                        "code": "sandbox_exited",
+                    }))
+                    yield DONE_AFTER_ERROR
+                    return
+                turn_open = event.type != events.DONE
+                yield event
+        finally:
+            sandbox.busy = False
+            if turn_open and sandbox.alive:
+                sandbox.draining = asyncio.get_running_loop().create_task(self._drain(sandbox))
+
+    async def _drain(self, sandbox: _Sandbox) -> None:
+        """Interrupt an abandoned turn and read it to its `done`; a bridge that hangs is killed."""
+        try:
+            sandbox.client.send(events.INTERRUPT)
+            async with asyncio.timeout(self._drain_timeout):
+                while (event := await sandbox.client.next_event()) is not None:
+                    if event.type == events.DONE:
+                        return
+        except TimeoutError:
+            log.warning(
+                "bridge for session %s ignored an interrupt for %g s; killing it",
+                sandbox.info.session_id,
+                self._drain_timeout,
+            )
+            await self._reap(sandbox.bridge, kill=True)
+        finally:
+            sandbox.draining = None
+
+    async def interrupt(self, session_id: str) -> None:
+        self._live(session_id).client.send(events.INTERRUPT)
+
+    # state
+
+    async def snapshot(self, session_id: str) -> bytes:
+        workspace = self.workspace(session_id)
+        if not workspace.is_dir():
+            raise SandboxGone(f"session {session_id} has no workspace here")
+        try:
+            return await asyncio.to_thread(pack_workspace, workspace)
+        except OSError as exc:
+            raise BackendError(f"snapshot of session {session_id} failed: {exc}") from exc
+
+    def stats(self) -> BackendStats:
+        live = [s for s in self._sandboxes.values() if s.alive]
+        return BackendStats(
+            sandboxes=len(live),
+            busy=sum(1 for s in live if s.busy or s.draining is not None),
+        )
+
+    # for tests and operators
+
+    def pid(self, session_id: str) -> int:
+        """The bridge's pid (also for a bridge that has died)."""
+        return self._sandbox(session_id).bridge.pid
+
+    def kill(self, session_id: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the bridge (SIGKILL by default), as a crash or an OOM kill would."""
+        with contextlib.suppress(ProcessLookupError):
+            self._sandbox(session_id).bridge.process.send_signal(sig)
+
+    def _sandbox(self, session_id: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(session_id)
+        if sandbox is None:
+            raise SandboxGone(f"session {session_id} has no sandbox")
+        return sandbox
+
+    def _live(self, session_id: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(session_id)
+        if sandbox is None or not sandbox.alive:
+            raise SandboxGone(f"session {session_id} has no live sandbox")
+        return sandbox
+
+
+def prepare_workspace(workspace: Path, state: bytes | None) -> bool:
+    """Make the workspace a bridge will start in; True when it holds earlier state.
+
+    With `state` the workspace is replaced by that snapshot; without it an existing
+    workspace is kept (cold resume on this machine) or a fresh one is made.
+    """
+    if state is not None:
+        if workspace.exists():
+            shutil.rmtree(workspace)
+        workspace.mkdir(parents=True)
+        restore_workspace(workspace, state)
+        return True
+    if workspace.is_dir():
+        return True
+    workspace.mkdir(parents=True)
+    return False
+
+
+def pack_workspace(workspace: Path) -> bytes:
+    """The workspace as a gzip tar, paths relative to it; symlinks stay links."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for entry in sorted(workspace.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return buffer.getvalue()
+
+
+def restore_workspace(workspace: Path, state: bytes) -> None:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(state), mode="r:*") as tar:
+            tar.extractall(workspace, filter=_data_or_skip)
+    except tarfile.TarError as exc:
+        raise BackendError(f"session state is not a valid tar archive: {exc}") from exc
+
+
+def _data_or_skip(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
+    """tarfile's `data` filter, except that an unsafe member (say, a link out of the
+    workspace the agent made) is left out instead of failing the whole restore."""
+    try:
+        return tarfile.data_filter(member, dest_path)
+    except tarfile.FilterError:
+        log.warning("restore skipped unsafe member %r", member.name)
+        return None

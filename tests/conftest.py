@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway_process import GatewayProcess
+from tests.sse_client import SseEvent, parse_sse
+
+
+def make_agent_folder(root: Path, name: str = "echo", config: dict | None = None) -> Path:
+    folder = root / f"agent-src-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "CLAUDE.md").write_text(f"# {name}\nYou are a test agent.\n")
+    (folder / "agent.json").write_text(json.dumps(config or {"backend": "mock"}))
+    return folder
+
+
+@pytest.fixture
+def agent_folder(tmp_path: Path) -> Path:
+    return make_agent_folder(tmp_path)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path / "data").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def make_client(gateway: GatewayProcess, protocol: str = "h2") -> httpx.Client:
+    """HTTP/2 with prior knowledge (`h2`) or plain HTTP/1.1 (`http1.1`)."""
+    http2 = protocol == "h2"
+    return httpx.Client(base_url=gateway.url, http1=not http2, http2=http2,
+                        headers=gateway.headers, timeout=30)
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess) -> Iterator[httpx.Client]:
+    with make_client(gateway) as c:
+        yield c
+
+
+def deploy(client: httpx.Client, name: str, folder: Path) -> dict:
+    response = client.post("/api/agents", json={"name": name, "path": str(folder)})
+    assert response.status_code == 201, response.text
+    return response.json()["agent"]
+
+
+def create_session(client: httpx.Client, agent: str) -> dict:
+    response = client.post("/api/sessions", json={"agent": agent})
+    assert response.status_code == 201, response.text
+    return response.json()["session"]
+
+
+def send_message(client: httpx.Client, session_id: str, content: str,
+                 **extra: object) -> list[SseEvent]:
+    with client.stream("POST", f"/api/sessions/{session_id}/messages",
+                       json={"content": content, **extra}) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return parse_sse(response.iter_raw())
+
+
+@pytest.fixture
+def session(client: httpx.Client, agent_folder: Path) -> dict:
+    deploy(client, "echo", agent_folder)
+    return create_session(client, "echo")

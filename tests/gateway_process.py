@@ -1,0 +1,104 @@
+"""Start and stop a real `ash-gateway` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEST_API_KEY = "ash_test_key_0123456789"
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    api_key: str | None = TEST_API_KEY
+    extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    url: str = ""
+    banner: list[str] = field(default_factory=list)
+
+    def start(self) -> GatewayProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
+        env.update(self.extra_env)
+        if self.api_key is not None:
+            env["ASH_API_KEY"] = self.api_key
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.banner = []
+        with open(self.stderr_path, "ab") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--port", "0",
+                 "--data-dir", str(self.data_dir), *self.extra_args],
+                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+            )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                self.process.wait(5)
+                raise RuntimeError(
+                    f"gateway exited {self.process.returncode}: {self.stderr_path.read_text()}"
+                )
+            self.banner.append(line.rstrip("\n"))
+            match = re.search(r"listening on (\S+)", line)
+            if match:
+                self.url = match.group(1)
+            if line.startswith("API key"):
+                return self
+        raise RuntimeError(f"gateway did not start in {STARTUP_TIMEOUT}s: {self.banner}")
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.gateway.log"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return self.process.returncode
+
+
+def bridge_pids(session_id: str) -> list[int]:
+    """PIDs of bridge processes serving `session_id`, found through /proc."""
+    needle = f"ASH_SESSION_ID={session_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_bridge(session_id: str) -> None:
+    pids = bridge_pids(session_id)
+    assert pids, f"no bridge process found for session {session_id}"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while bridge_pids(session_id) and time.monotonic() < deadline:
+        time.sleep(0.02)

@@ -1,0 +1,82 @@
+"""The gateway speaks HTTP/1.1, HTTP/2 cleartext (prior knowledge and Upgrade: h2c) and TLS+ALPN."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from tests.conftest import create_session, deploy, send_message
+from tests.gateway_process import GatewayProcess
+from tests.sse_client import parse_sse
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--max-time", "20", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_h2c_upgrade_from_http1(gateway: GatewayProcess) -> None:
+    result = curl("-v", "--http2", f"{gateway.url}/health")
+    assert result.returncode == 0, result.stderr
+    assert "Upgrade: h2c" in result.stderr
+    assert "HTTP/1.1 101" in result.stderr
+    assert "HTTP/2 200" in result.stderr
+    assert '"status":"ok"' in result.stdout
+
+
+def test_curl_prior_knowledge_streams_a_reply(gateway: GatewayProcess, agent_folder) -> None:
+    with httpx.Client(base_url=gateway.url, http1=False, http2=True,
+                      headers=gateway.headers) as client:
+        deploy(client, "echo", agent_folder)
+        sid = create_session(client, "echo")["id"]
+    result = curl("--http2-prior-knowledge", "-N", "-H", f"Authorization: Bearer {gateway.api_key}",
+                  "-H", "Content-Type: application/json", "-d", '{"content": "hello there"}',
+                  "-w", "%{http_version}", f"{gateway.url}/api/sessions/{sid}/messages")
+    assert result.returncode == 0, result.stderr
+    body, _, version = result.stdout.rpartition("\n\n")
+    assert version == "2"
+    events = parse_sse([body.encode() + b"\n\n"])
+    assert events[-1].event == "done"
+    assert "hello there" in "".join(e.data["text"] for e in events if e.event == "text_delta")
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(certfile, "ab") as handle:
+            handle.write(extra.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    gateway = GatewayProcess(tmp_path / "data", extra_args=[
+        "--certfile", str(certfile), "--keyfile", str(keyfile)]).start()
+    try:
+        yield gateway, context
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize(("http2", "expected"), [(True, "HTTP/2"), (False, "HTTP/1.1")])
+def test_tls_negotiates_protocol_with_alpn_and_streams(
+    tls_gateway: tuple[GatewayProcess, ssl.SSLContext], agent_folder, http2: bool, expected: str
+) -> None:
+    gateway, context = tls_gateway
+    assert gateway.url.startswith("https://")
+    with httpx.Client(base_url=gateway.url, http2=http2, verify=context,
+                      headers=gateway.headers) as client:
+        response = client.get("/health")
+        assert response.http_version == expected
+        deploy(client, f"echo-{int(http2)}", agent_folder)
+        sid = create_session(client, f"echo-{int(http2)}")["id"]
+        events = send_message(client, sid, "over tls")
+    assert events[-1].event == "done"

@@ -1,0 +1,1 @@
+"""Every wire format Ash speaks. Pure data and codecs: nothing here does I/O."""
