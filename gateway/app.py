@@ -9,6 +9,7 @@ from gateway.auth import ApiKeyCheck
 from gateway.context import Gateway
 from gateway.http import ApiError, Receive, Request, Scope, Send, error_response
 from gateway.routes import Route, compile_routes
+from runner.backend import BackendError
 
 log = logging.getLogger("ash.gateway")
 
@@ -36,6 +37,8 @@ class GatewayApp:
             response = await route.handler(self.gateway, request)
         except ApiError as exc:
             response = error_response(exc.status, exc.message)
+        except BackendError as exc:
+            response = error_response(503, f"sandbox backend: {exc}")
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             response = error_response(500, "internal error")

@@ -72,7 +72,7 @@ class BridgeClient:
         """Wrap the runner's end of a connected socketpair."""
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_unix_connection(_BridgeProtocol, sock=sock)
-        return cls(cast(asyncio.Transport, transport), protocol)
+        return cls(transport, protocol)
 
     @property
     def closed(self) -> bool:

@@ -20,7 +20,7 @@ import secrets
 import shutil
 import signal
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,25 +175,27 @@ class LocalBackend:
         if sandbox.draining is not None:
             sandbox.draining.cancel()
         sandbox.client.send(events.SHUTDOWN)
-        await self._reap(sandbox.bridge, grace=self._stop_timeout)
+        await self._reap(sandbox.bridge)
         sandbox.client.close()
 
-    async def _reap(self, bridge: BridgeProcess, *, kill: bool = False, grace: float = 0) -> int:
-        """Wait for the bridge to exit, killing it now (`kill`) or after `grace` seconds."""
+    async def _reap(self, bridge: BridgeProcess, *, kill: bool = False) -> int:
+        """The bridge's exit code, once it has exited; it is killed at once with `kill`,
+        else after `stop_timeout`."""
         process = bridge.process
         if not kill and process.returncode is None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace or self._stop_timeout):
+                async with asyncio.timeout(self._stop_timeout):
                     return await process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         return await process.wait()
 
     # turns
 
     async def send(
         self, session_id: str, prompt: str, options: dict[str, Any] | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """One turn's events, `done` last. One turn at a time per sandbox.
 
         A consumer that stops early (aclose, cancellation) leaves the turn to a
@@ -252,7 +254,10 @@ class LocalBackend:
             sandbox.draining = None
 
     async def interrupt(self, session_id: str) -> None:
-        self._live(session_id).client.send(events.INTERRUPT)
+        """Stop the running turn. A dead sandbox has nothing to stop: then this does nothing."""
+        sandbox = self._sandboxes.get(session_id)
+        if sandbox is not None and sandbox.alive:
+            sandbox.client.send(events.INTERRUPT)
 
     # state
 

@@ -99,6 +99,9 @@ def kill_bridge(session_id: str) -> None:
     assert pids, f"no bridge process found for session {session_id}"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
+    # /proc/<pid>/environ empties before the kernel closes the dead process's
+    # sockets; only once the gateway has reaped the pid has it seen the death.
     deadline = time.monotonic() + 10
-    while bridge_pids(session_id) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, f"bridge {pids} was not reaped"
+        time.sleep(0.01)

@@ -53,4 +53,5 @@ def streamed_text(turn: Iterable[Event]) -> str:
 
 
 def message_text(turn: Iterable[Event]) -> str:
-    return first_of(turn, events.MESSAGE)["content"][0]["text"]
+    text: str = first_of(turn, events.MESSAGE)["content"][0]["text"]
+    return text

@@ -261,10 +261,11 @@ async def test_session_ids_that_are_not_plain_names_are_refused(
 
 
 def test_backend_works_on_uvloop_as_the_gateway_runs_it(agent: AgentSpec, tmp_path: Path) -> None:
-    async def scenario() -> list[list[str]]:
+    async def scenario() -> tuple[list[str], list[str], bool]:
         backend = LocalBackend(tmp_path / "data", settings=BridgeSettings())
         try:
             await backend.create(SID, agent)
+            await backend.create("idle", agent)
             first = await collect(backend.send(SID, "hello", {"tokens": 2}))
             abandoned = backend.send(SID, "abandoned", SLOW)
             await anext(abandoned)
@@ -272,10 +273,13 @@ def test_backend_works_on_uvloop_as_the_gateway_runs_it(agent: AgentSpec, tmp_pa
             stream = backend.send(SID, "doomed", SLOW)
             await anext(stream)
             backend.kill(SID)
-            return [types(first), types(await collect(stream))[-2:]]
+            backend.kill("idle")
+            await wait_until_dead(backend, "idle")
+            return types(first), types(await collect(stream))[-2:], backend.is_alive(SID)
         finally:
             await backend.close()
 
-    first, last = uvloop.run(scenario())
+    first, last, alive = uvloop.run(scenario())
     assert first == [TEXT_DELTA, TEXT_DELTA, MESSAGE, TURN_COMPLETE, DONE]
     assert last == [ERROR, DONE]
+    assert not alive

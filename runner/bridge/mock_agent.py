@@ -10,6 +10,7 @@ the command in the workspace and reports it as a Bash tool call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -153,8 +154,8 @@ async def run_command(
         start_new_session=True,
     )
     assert proc.stdout is not None
-    reading = asyncio.ensure_future(_read_capped(proc.stdout, cap))
-    stopping = asyncio.ensure_future(stop.wait())
+    reading = asyncio.create_task(_read_capped(proc.stdout, cap))
+    stopping = asyncio.create_task(stop.wait())
     note = ""
     try:
         finished, _ = await asyncio.wait(
@@ -194,10 +195,8 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, b
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def load_conversation(path: Path) -> list[dict[str, str]]:
@@ -231,10 +230,6 @@ class MockAgent:
         self._path = context.home / CONVERSATION_FILE
         self._messages = load_conversation(self._path)
         self._interrupted = asyncio.Event()
-
-    @property
-    def messages(self) -> list[dict[str, str]]:
-        return list(self._messages)
 
     def interrupt(self) -> None:
         self._interrupted.set()
