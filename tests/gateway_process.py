@@ -21,6 +21,8 @@ class GatewayProcess:
     api_key: str | None = TEST_API_KEY
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    data_dir_flag: bool = True
+    """Pass --data-dir; when False the test gives ASH_DATA_DIR in `extra_env` instead."""
     process: subprocess.Popen[str] | None = None
     url: str = ""
     banner: list[str] = field(default_factory=list)
@@ -35,7 +37,8 @@ class GatewayProcess:
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "--port", "0",
-                 "--data-dir", str(self.data_dir), *self.extra_args],
+                 *(["--data-dir", str(self.data_dir)] if self.data_dir_flag else []),
+                 *self.extra_args],
                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
             )
         assert self.process.stdout is not None

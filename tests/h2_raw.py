@@ -31,10 +31,13 @@ class RawH2Client:
         self.terminated = False
         self._flush()
 
-    def _flush(self) -> None:
+    def pump_out(self) -> None:
+        """Send whatever the h2 state machine has queued (after direct `conn` calls)."""
         data = self.conn.data_to_send()
         if data:
             self.sock.sendall(data)
+
+    _flush = pump_out
 
     def request(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
                 body: bytes | None = None, end_stream: bool = True) -> int:

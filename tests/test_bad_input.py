@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import send_message
+from tests.sse_client import parse_sse
 
 
 def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
@@ -123,7 +124,6 @@ def test_second_concurrent_message_is_409_and_first_turn_completes(client, sessi
         head = next(chunks)
         second = client.post(f"/api/sessions/{sid}/messages", json={"content": "me too"})
         assert_error(second, 409, "busy")
-        from tests.sse_client import parse_sse
         events = parse_sse([head, *chunks])
     assert events[-1].event == "done"
     history = client.get(f"/api/sessions/{sid}/events").json()["events"]

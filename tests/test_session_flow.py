@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import create_session, deploy, make_client, send_message
 from tests.gateway_process import GatewayProcess, bridge_pids, kill_bridge
-from tests.sse_client import reply_text
+from tests.h2_raw import RawH2Client
+from tests.sse_client import parse_sse, reply_text
 
 
 @pytest.mark.parametrize("protocol", ["h2", "http1.1"])
@@ -101,7 +103,6 @@ def test_sandbox_killed_mid_turn_sends_error_then_done_and_pauses_session(
         first = next(chunks)
         assert b"text_delta" in first
         kill_bridge(sid)
-        from tests.sse_client import parse_sse
         events = parse_sse([first, *chunks])
     assert [e.event for e in events][-2:] == ["error", "done"]
     assert "sandbox exited" in events[-2].data["error"]
@@ -144,3 +145,33 @@ def test_restart_pauses_sessions_and_resume_restores_memory(
             assert events[0].id == history[-1]["id"] + 1
     finally:
         gw.stop()
+
+
+def test_turn_runs_to_done_and_is_logged_when_the_client_resets_its_stream(
+    client, session, gateway: GatewayProcess
+) -> None:
+    sid = session["id"]
+    raw = RawH2Client(gateway.url)
+    try:
+        stream = raw.request(
+            "POST", f"/api/sessions/{sid}/messages",
+            headers=[("authorization", f"Bearer {gateway.api_key}"),
+                     ("content-type", "application/json")],
+            body=b'{"content": "long one", "options": {"tokenIntervalMs": 30, "tokens": 20}}',
+        )
+        while not raw.streams[stream].body:
+            raw.pump()
+        raw.conn.reset_stream(stream)
+        raw.pump_out()
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 10
+    while (history := client.get(f"/api/sessions/{sid}/events").json()["events"]) and (
+        history[-1]["type"] != "done"
+    ):
+        assert time.monotonic() < deadline, "turn did not finish after the client left"
+        time.sleep(0.05)
+    assert [e["type"] for e in history].count("text_delta") == 20
+    follow_up = send_message(client, sid, "still there?")
+    assert follow_up[0].id == history[-1]["id"] + 1
+    assert "long one" in reply_text(follow_up)
