@@ -26,9 +26,11 @@ from gateway.http import (
 )
 from gateway.sessions import session_json
 from gateway.store import AgentRow
+from runner.backend import EXEC_MAX_TIMEOUT
 from wire import sse
 
 SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
+DEFAULT_EXEC_TIMEOUT = 30.0
 
 
 Handler = Callable[[Gateway, Request], Awaitable[Response | None]]
@@ -134,6 +136,24 @@ async def interrupt_session(gw: Gateway, req: Request) -> Response:
     return json_response({"session": session_json(row)})
 
 
+async def exec_in_session(gw: Gateway, req: Request) -> Response:
+    body = await req.json_object()
+    command = string_field(body, "command") or ""
+    time_limit = body.get("timeout", DEFAULT_EXEC_TIMEOUT)
+    if isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or not (
+        0 < time_limit <= EXEC_MAX_TIMEOUT
+    ):
+        raise ApiError(400, f"`timeout` must be a number of seconds in (0, {EXEC_MAX_TIMEOUT:g}]")
+    result = await gw.sessions.exec(req.path_params["id"], command, float(time_limit))
+    return json_response({
+        "exitCode": result.exit_code,
+        "stdout": result.stdout.decode("utf-8", "replace"),
+        "stderr": result.stderr.decode("utf-8", "replace"),
+        "truncated": result.truncated,
+        "timedOut": result.timed_out,
+    })
+
+
 def _message_options(body: dict[str, Any]) -> dict[str, Any]:
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -195,6 +215,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/api/sessions/(?P<id>[^/]+)/pause", pause_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/resume", resume_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/exec", exec_in_session),
 ]
 
 

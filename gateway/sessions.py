@@ -21,7 +21,7 @@ from gateway.agents import agent_spec
 from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.store import SessionRow, Store
-from runner.backend import Backend, BackendError
+from runner.backend import Backend, BackendError, ExecResult
 from wire import events, sse
 
 log = logging.getLogger("ash.sessions")
@@ -155,6 +155,16 @@ class SessionService:
         if self.is_busy(session_id):
             await self.backend.interrupt(session_id)
         return row
+
+    async def exec(self, session_id: str, command: str, time_limit: float) -> ExecResult:
+        """Run a shell command in the session's sandbox, beside any turn in progress."""
+        row = self.get_live(session_id)
+        if not self.backend.is_alive(session_id):
+            if row.status != "active":
+                raise ApiError(409, f"session is {row.status} and its sandbox is not running; "
+                                    "resume it first")
+            await self._cold_start(row)
+        return await self.backend.exec(session_id, command, time_limit)
 
     # turns
 

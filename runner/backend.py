@@ -40,6 +40,21 @@ class BackendStats:
     busy: int
 
 
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """A shell command's outcome in a sandbox; each stream is capped at `EXEC_OUTPUT_CAP`."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    truncated: bool
+    timed_out: bool
+
+
+EXEC_OUTPUT_CAP = 256 * 1024
+EXEC_MAX_TIMEOUT = 600.0
+
+
 class BackendError(Exception):
     """A backend operation failed for a reason the client should see."""
 
@@ -77,6 +92,13 @@ class Backend(Protocol):
         ...
 
     async def interrupt(self, session_id: str) -> None: ...
+
+    async def exec(self, session_id: str, command: str, time_limit: float) -> ExecResult:
+        """Run `command` with /bin/sh in the session's sandbox (beside any running turn).
+
+        The time limit kills the command's process group, never the sandbox.
+        """
+        ...
 
     async def destroy(self, session_id: str, *, keep_workspace: bool = False) -> None:
         """Stop the sandbox. The workspace is deleted unless `keep_workspace`."""

@@ -9,12 +9,15 @@ safe to cancel: a frame is only taken off the queue when it is returned.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections import deque
-from typing import cast
+from typing import Any, cast
+
+import orjson
 
 from wire.bridge import FrameDecoder, FrameError, encode_frame
-from wire.events import Event
+from wire.events import EXEC, EXEC_RESULT, Event
 
 PAUSE_AT = 256
 """Queued events at which the socket stops being read."""
@@ -29,6 +32,8 @@ class _BridgeProtocol(asyncio.Protocol):
         self.error: FrameError | None = None
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
+        self.exec_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        """`exec` commands awaiting their `exec_result`, by id (they bypass the event queue)."""
         self._decoder = FrameDecoder()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -42,7 +47,11 @@ class _BridgeProtocol(asyncio.Protocol):
             self.error = exc
             self.transport.abort()
             return
-        self.events.extend(frames)
+        for frame in frames:
+            if frame.type == EXEC_RESULT:
+                self._answer_exec(frame.data)
+            else:
+                self.events.append(frame)
         if len(self.events) >= PAUSE_AT and not self.paused:
             self.paused = True
             self.transport.pause_reading()
@@ -56,6 +65,16 @@ class _BridgeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._wake()
+        for waiter in self.exec_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("bridge exited during exec"))
+        self.exec_waiters.clear()
+
+    def _answer_exec(self, payload: bytes) -> None:
+        answer = orjson.loads(payload)
+        waiter = self.exec_waiters.pop(answer.get("id", ""), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -88,6 +107,24 @@ class BridgeClient:
         """Write one command frame (commands are small: no flow control needed)."""
         if not self._transport.is_closing():
             self._transport.write(encode_frame(command, payload))
+
+    async def exec(self, command: str, time_limit: float) -> dict[str, Any]:
+        """Run a shell command in the bridge; the `exec_result` payload, parsed.
+
+        Raises ConnectionError if the bridge goes away first.
+        """
+        if self._protocol.closed:
+            raise ConnectionError("bridge is closed")
+        exec_id = secrets.token_hex(8)
+        waiter = asyncio.get_running_loop().create_future()
+        self._protocol.exec_waiters[exec_id] = waiter
+        try:
+            self.send(EXEC, orjson.dumps(
+                {"id": exec_id, "command": command, "timeout_ms": int(time_limit * 1000)}
+            ))
+            return await waiter
+        finally:
+            self._protocol.exec_waiters.pop(exec_id, None)
 
     async def next_event(self) -> Event | None:
         """The next event, or None once the bridge's end is closed and every event is read."""

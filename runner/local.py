@@ -28,9 +28,11 @@ from typing import Any
 import orjson
 
 from runner.backend import (
+    EXEC_MAX_TIMEOUT,
     AgentSpec,
     BackendError,
     BackendStats,
+    ExecResult,
     SandboxGone,
     SandboxInfo,
     SandboxStartError,
@@ -258,6 +260,20 @@ class LocalBackend:
         sandbox = self._sandboxes.get(session_id)
         if sandbox is not None and sandbox.alive:
             sandbox.client.send(events.INTERRUPT)
+
+    async def exec(self, session_id: str, command: str, time_limit: float) -> ExecResult:
+        sandbox = self._live(session_id)
+        try:
+            answer = await sandbox.client.exec(command, min(time_limit, EXEC_MAX_TIMEOUT))
+        except ConnectionError as exc:
+            raise SandboxGone(f"session {session_id}: {exc}") from exc
+        return ExecResult(
+            exit_code=answer["exitCode"],
+            stdout=answer["stdout"].encode(),
+            stderr=answer["stderr"].encode(),
+            truncated=answer["truncated"],
+            timed_out=answer["timedOut"],
+        )
 
     # state
 

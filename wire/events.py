@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 # Bridge lifecycle events (bridge -> runner); `ready` never reaches a client.
 READY = "ready"
+# The answer to an `exec` command, matched to it by its `id`; not a turn event.
+EXEC_RESULT = "exec_result"
 
 # Turn events (bridge -> runner -> gateway -> client, one SSE frame each).
 MESSAGE = "message"
@@ -24,14 +26,16 @@ DONE = "done"
 TURN_EVENT_TYPES: frozenset[str] = frozenset(
     {MESSAGE, TEXT_DELTA, THINKING_DELTA, TOOL_USE, TOOL_RESULT, TURN_COMPLETE, ERROR, DONE}
 )
-BRIDGE_EVENT_TYPES: frozenset[str] = TURN_EVENT_TYPES | {READY}
+BRIDGE_EVENT_TYPES: frozenset[str] = TURN_EVENT_TYPES | {READY, EXEC_RESULT}
 
 # Commands (runner -> bridge).
 QUERY = "query"
 INTERRUPT = "interrupt"
 SHUTDOWN = "shutdown"
+EXEC = "exec"
+"""Run a shell command in the sandbox, beside any turn: `{"id", "command", "timeout_ms"}`."""
 
-BRIDGE_COMMAND_TYPES: frozenset[str] = frozenset({QUERY, INTERRUPT, SHUTDOWN})
+BRIDGE_COMMAND_TYPES: frozenset[str] = frozenset({QUERY, INTERRUPT, SHUTDOWN, EXEC})
 
 
 @dataclass(frozen=True, slots=True)

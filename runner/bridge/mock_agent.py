@@ -10,11 +10,9 @@ the command in the workspace and reports it as a Bash tool call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from runner.bridge.agent import AgentContext, Emit
+from runner.bridge.shell import run_shell
 from wire import events
 
 MODEL = "ash-mock"
@@ -144,59 +143,17 @@ async def run_command(
     time_limit: float = BASH_TIMEOUT_S,
     cap: int = BASH_OUTPUT_CAP,
 ) -> CommandResult:
-    """Run a shell command in its own process group; `stop` or the timeout kills the group."""
-    proc = await asyncio.create_subprocess_shell(
-        command,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    reading = asyncio.create_task(_read_capped(proc.stdout, cap))
-    stopping = asyncio.create_task(stop.wait())
-    note = ""
-    try:
-        finished, _ = await asyncio.wait(
-            {reading, stopping}, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED
-        )
-        if reading not in finished:
-            timed_out = f"[timed out after {time_limit:g} s]"
-            note = "[interrupted]" if stopping in finished else timed_out
-            _kill_group(proc.pid)
-            await asyncio.wait({reading}, timeout=5)
-        output, truncated = reading.result() if reading.done() else (b"", False)
-        exit_code = await proc.wait()
-    finally:
-        stopping.cancel()
-        if not reading.done():
-            reading.cancel()
-            _kill_group(proc.pid)
-    text = output.decode("utf-8", "replace")
-    if truncated:
+    """The Bash tool: stdout and stderr as one text, with notes on truncation and kills."""
+    result = await run_shell(command, cwd, time_limit=time_limit, cap=cap, stop=stop,
+                             merge_stderr=True)
+    text = result.stdout.decode("utf-8", "replace")
+    if result.truncated:
         text += f"\n[output truncated at {cap} bytes]"
-    if note:
-        text += f"\n{note}"
-    return CommandResult(text, exit_code)
-
-
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """Read to EOF, keeping the first `cap` bytes; the rest is drained and dropped."""
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(65536):
-        room = cap - len(kept)
-        if len(chunk) > room:
-            truncated = True
-        if room > 0:
-            kept += chunk[:room]
-    return bytes(kept), truncated
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    if result.stopped:
+        text += "\n[interrupted]"
+    elif result.timed_out:
+        text += f"\n[timed out after {time_limit:g} s]"
+    return CommandResult(text, result.exit_code)
 
 
 def load_conversation(path: Path) -> list[dict[str, str]]:

@@ -9,16 +9,20 @@ bridge never outlives its runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from runner.backend import EXEC_MAX_TIMEOUT, EXEC_OUTPUT_CAP
 from runner.bridge.agent import DEFAULT_BACKEND, AgentBackend, AgentLoadError, load_agent
+from runner.bridge.shell import run_shell
 from wire import events
 from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
 
@@ -42,13 +46,30 @@ def parse_query(payload: bytes) -> tuple[str, dict[str, Any]]:
     return query["prompt"], options
 
 
-class Bridge:
-    """One connection's command loop. Turns run as tasks so `interrupt` can reach them."""
+def parse_exec(payload: bytes) -> tuple[str, str, float]:
+    """`{"id": str, "command": str, "timeout_ms": number}` -> (id, command, seconds)."""
+    try:
+        request = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise BadQuery(f"exec payload is not JSON: {exc}") from exc
+    if not isinstance(request, dict) or not isinstance(request.get("id"), str):
+        raise BadQuery("exec payload must be an object with a string `id`")
+    command, timeout_ms = request.get("command"), request.get("timeout_ms")
+    if not isinstance(command, str) or not isinstance(timeout_ms, int | float):
+        raise BadQuery("exec needs a string `command` and a numeric `timeout_ms`")
+    return request["id"], command, min(max(timeout_ms / 1000, 0.001), EXEC_MAX_TIMEOUT)
 
-    def __init__(self, agent: AgentBackend, writer: asyncio.StreamWriter) -> None:
+
+class Bridge:
+    """One connection's command loop. Turns run as tasks so `interrupt` can reach them;
+    `exec` commands run as tasks of their own, beside any turn."""
+
+    def __init__(self, agent: AgentBackend, writer: asyncio.StreamWriter, home: Path) -> None:
         self._agent = agent
         self._writer = writer
+        self._home = home
         self._turn: asyncio.Task[None] | None = None
+        self._execs: set[asyncio.Task[None]] = set()
         self._pending = 0
         """Turns whose query arrived and whose `run_turn` has not returned yet."""
 
@@ -73,15 +94,43 @@ class Bridge:
                 elif command.type == events.INTERRUPT:
                     if self._pending:
                         self._agent.interrupt()
+                elif command.type == events.EXEC:
+                    task = asyncio.create_task(self._exec(command.data))
+                    self._execs.add(task)
+                    task.add_done_callback(self._execs.discard)
                 elif command.type == events.SHUTDOWN:
                     return 0
                 else:
                     print(f"ash-bridge: ignoring unknown command {command.type!r}", file=sys.stderr)
         finally:
-            if self._turn is not None:
-                self._turn.cancel()
-                await asyncio.gather(self._turn, return_exceptions=True)
+            running = [*self._execs, *([self._turn] if self._turn is not None else [])]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             self._writer.close()
+
+    async def _exec(self, payload: bytes) -> None:
+        try:
+            exec_id, command, time_limit = parse_exec(payload)
+        except BadQuery as exc:
+            print(f"ash-bridge: bad exec command: {exc}", file=sys.stderr)
+            return
+        try:
+            result = await run_shell(command, self._home, time_limit=time_limit,
+                                     cap=EXEC_OUTPUT_CAP)
+            answer = {
+                "id": exec_id,
+                "exitCode": result.exit_code,
+                "stdout": result.stdout.decode("utf-8", "replace"),
+                "stderr": result.stderr.decode("utf-8", "replace"),
+                "truncated": result.truncated,
+                "timedOut": result.timed_out,
+            }
+        except OSError as exc:
+            answer = {"id": exec_id, "exitCode": 127, "stdout": "", "truncated": False,
+                      "stderr": f"cannot run command: {exc}", "timedOut": False}
+        with contextlib.suppress(ConnectionError):
+            await self.emit(events.EXEC_RESULT, orjson.dumps(answer))
 
     def _start_turn(self, payload: bytes) -> None:
         self._pending += 1
@@ -120,7 +169,7 @@ class Bridge:
 
 async def serve(sock: socket.socket, agent: AgentBackend, backend: str) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    bridge = Bridge(agent, writer)
+    bridge = Bridge(agent, writer, Path(os.environ.get("HOME") or Path.cwd()))
     try:
         await bridge.emit(events.READY, orjson.dumps({"backend": backend, "pid": os.getpid()}))
     except ConnectionError:
