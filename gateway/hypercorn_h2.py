@@ -1,22 +1,57 @@
 """Our fixes to hypercorn's HTTP/2 protocol, kept in this one module.
 
-hypercorn 0.18 drops the whole connection when a DATA frame arrives for a
-stream whose response is already complete: `H2Protocol._handle_events` looks
-the stream up with `self.streams[event.stream_id]` and the KeyError escapes the
-connection's task group, killing every other stream on that connection. That
-happens whenever a handler answers before reading the whole request body (a
-401 or 413, say) and the client is still sending it. The fix discards such
-DATA, still returning its flow-control credit to the peer.
+hypercorn 0.18 gets three things wrong that matter for long SSE streams; see
+docs/hypercorn-h2-flow-control.md for the upstream report.
 
-`install()` swaps the subclass into `hypercorn.protocol`, which is where
-hypercorn's protocol wrapper looks the class up when a connection starts.
+1. **Flow control never pushes back.** `StreamBuffer.pop` releases a waiting
+   writer when the *chunk it just popped* is small — and with the peer's window
+   at zero it pops an empty chunk — instead of when the *buffer* is low. So an
+   app's `send` never blocks on a reader that does not read, and every event is
+   buffered in server memory. `FlowControlledStreamBuffer` releases writers only
+   once the buffer has drained below the low-water mark.
+2. **A reset or vanished client leaves the app's `send` stuck.** Closing a
+   stream (RST_STREAM, connection lost) never wakes a writer waiting on that
+   stream's full buffer. `AshH2Protocol._close_stream` closes the buffer, which
+   wakes it; later sends on that stream return at once (the app learns of the
+   disconnect from `receive()`).
+   An app that ends its response without finishing the body (say, after a write
+   timeout) gets its stream reset, so the client is told instead of left waiting.
+3. **DATA for an answered stream kills the connection.** `_handle_events` looks
+   the stream up with `self.streams[event.stream_id]`; the KeyError escapes the
+   connection's task group and every other stream on the connection dies. That
+   happens whenever a handler answers before reading the whole body (a 401 or
+   413) while the client is still sending it. Such DATA is now discarded, its
+   flow-control credit still returned to the peer.
+
+`install()` swaps these classes into hypercorn's modules, which is where
+hypercorn looks them up when a connection or stream starts.
 """
 
 from __future__ import annotations
 
+import contextlib
+
+import h2.errors
 import h2.events
+import h2.exceptions
 import hypercorn.protocol
-from hypercorn.protocol.h2 import H2Protocol
+import hypercorn.protocol.h2 as hypercorn_h2
+import priority
+from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
+
+
+class FlowControlledStreamBuffer(StreamBuffer):
+    """A stream's outgoing buffer whose writers wait until it is actually low."""
+
+    async def pop(self, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < BUFFER_LOW_WATER:
+            await self._paused.set()
+        if not self.buffer:
+            await self._is_empty.set()
+        return data
 
 
 class AshH2Protocol(H2Protocol):
@@ -38,6 +73,25 @@ class AshH2Protocol(H2Protocol):
             run.append(event)
         await super()._handle_events(run)  # also flushes any window updates queued above
 
+    async def _close_stream(self, stream_id: int) -> None:
+        await super()._close_stream(stream_id)
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is None:
+            return
+        if not buffer._complete:
+            # The app ended its response without finishing it, or the peer went away.
+            with contextlib.suppress(h2.exceptions.StreamClosedError,
+                                     h2.exceptions.ProtocolError):
+                self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                await self._flush()
+        await buffer.close()
+        # Let the sending task visit the stream once more, so it drops its buffer
+        # and priority entry instead of keeping them until the connection ends.
+        with contextlib.suppress(priority.MissingStreamError):
+            self.priority.unblock(stream_id)
+        await self.has_data.set()
+
 
 def install() -> None:
+    hypercorn_h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[misc]
     hypercorn.protocol.H2Protocol = AshH2Protocol  # type: ignore[misc]

@@ -25,9 +25,9 @@ from gateway.http import (
     string_field,
 )
 from gateway.sessions import session_json
+from gateway.sse_stream import SseWriter, stream_session
 from gateway.store import AgentRow
 from runner.backend import EXEC_MAX_TIMEOUT
-from wire import sse
 
 SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
 DEFAULT_EXEC_TIMEOUT = 30.0
@@ -170,26 +170,67 @@ def _message_options(body: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+ON_DISCONNECT = ("continue", "interrupt")
+
+
 async def send_message(gw: Gateway, req: Request) -> None:
     body = await req.json_object()
     content = string_field(body, "content") or ""
     options = _message_options(body)
+    on_disconnect = body.get("onDisconnect", "continue")
+    if on_disconnect not in ON_DISCONNECT:
+        raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
     row = await gw.sessions.begin_turn(req.path_params["id"])
-    send = req.send
-
-    async def write(frame: bytes) -> None:
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-
+    subscriber = gw.sessions.feeds.subscribe(row.id)
+    writer = SseWriter(req, gw.stream_settings)
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": sse.HEADERS})
+        await writer.start()
     except BaseException:
+        gw.sessions.feeds.unsubscribe(row.id, subscriber)
         gw.sessions.abandon_turn(row.id)
         raise
-    await gw.sessions.run_turn(row, content, options, write)
+    gw.sessions.start_turn(row, content, options)
+
+    def interrupt() -> None:
+        asyncio.get_running_loop().create_task(gw.sessions.interrupt(row.id))
+
     try:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except Exception:
-        pass
+        await stream_session(
+            writer, subscriber, session_id=row.id, until_done=True,
+            on_disconnect=interrupt if on_disconnect == "interrupt" else None,
+        )
+    finally:
+        gw.sessions.feeds.unsubscribe(row.id, subscriber)
+
+
+def _last_event_id(req: Request) -> int:
+    header = req.header(b"last-event-id")
+    if header is not None:
+        try:
+            value = int(header)
+        except ValueError:
+            raise ApiError(400, "Last-Event-ID must be an event id (an integer)") from None
+        if value < 0:
+            raise ApiError(400, "Last-Event-ID must not be negative")
+        return value
+    return int_param(req.query(), "after", 0, low=0, high=2**62)
+
+
+async def stream_session_events(gw: Gateway, req: Request) -> None:
+    """Replay what came after Last-Event-ID (or ?after=N), then stay live across turns."""
+    session_id = req.path_params["id"]
+    after = _last_event_id(req)
+    gw.sessions.get(session_id)
+    writer = SseWriter(req, gw.stream_settings)
+    subscriber, logged = gw.sessions.subscribe_from(session_id, after)
+    try:
+        await writer.start()
+        await stream_session(
+            writer, subscriber, store=gw.store, session_id=session_id,
+            replay_after=after, replay_until=logged, until_done=False,
+        )
+    finally:
+        gw.sessions.feeds.unsubscribe(session_id, subscriber)
 
 
 async def session_events(gw: Gateway, req: Request) -> Response:
@@ -212,6 +253,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", r"/api/sessions/(?P<id>[^/]+)", end_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/messages", send_message),
     ("GET", r"/api/sessions/(?P<id>[^/]+)/events", session_events),
+    ("GET", r"/api/sessions/(?P<id>[^/]+)/stream", stream_session_events),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/pause", pause_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/resume", resume_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),

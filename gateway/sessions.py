@@ -2,16 +2,18 @@
 
     starting -> active <-> paused -> ended      (error is resumable; ended is terminal)
 
-Turns stream from the backend straight to the client: each event gets the
-session's next sequence number, goes to the event log (written behind), and is
-written as one SSE frame. The log is flushed before `done` is sent.
+A turn runs as a task of its own, so it outlives the client that asked for it.
+Each event gets the session's next sequence number, goes to the event log
+(written behind, in batches) and is published, as one encoded SSE frame, to the
+session's live subscribers. The log is flushed before `done` is published.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +22,12 @@ import orjson
 from gateway.agents import agent_spec
 from gateway.event_log import EventLog
 from gateway.http import ApiError
+from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import SessionRow, Store
 from runner.backend import Backend, BackendError, ExecResult
 from wire import events, sse
 
 log = logging.getLogger("ash.sessions")
-
-WriteFrame = Callable[[bytes], Awaitable[None]]
-
 
 def session_json(row: SessionRow) -> dict[str, Any]:
     return {
@@ -51,8 +51,10 @@ class SessionService:
     backend: Backend
     event_log: EventLog
     runner_id: str | None = None
+    feeds: Feeds = field(default_factory=Feeds)
     _busy: set[str] = field(default_factory=set)
     _last_seq: dict[str, int] = field(default_factory=dict)
+    _turns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     # lookups
 
@@ -148,6 +150,7 @@ class SessionService:
             self.store.end_sandbox(row.sandbox_id)
         ended = self.store.update_session(session_id, status="ended", sandbox_id=None)
         assert ended is not None
+        self.feeds.close_session(session_id)
         return ended
 
     async def interrupt(self, session_id: str) -> SessionRow:
@@ -181,15 +184,26 @@ class SessionService:
         return row
 
     def abandon_turn(self, session_id: str) -> None:
-        """Release a turn that `begin_turn` admitted but that never started streaming."""
+        """Release a turn that `begin_turn` admitted but that never started."""
         self._busy.discard(session_id)
 
-    async def run_turn(
-        self, row: SessionRow, prompt: str, options: dict[str, Any], write: WriteFrame
-    ) -> None:
-        """Stream one turn to `write`. A client that goes away does not stop the turn."""
+    def start_turn(self, row: SessionRow, prompt: str, options: dict[str, Any]) -> None:
+        """Run the turn `begin_turn` admitted as a task of its own: it outlives any client.
+
+        Its events reach whoever subscribed to the session's feed (subscribe first,
+        then start, to see every event).
+        """
+        task = asyncio.get_running_loop().create_task(self._produce(row, prompt, options))
+        self._turns[row.id] = task
+        task.add_done_callback(lambda _: self._turns.pop(row.id, None))
+
+    async def _produce(self, row: SessionRow, prompt: str, options: dict[str, Any]) -> None:
+        """Sequence, log and publish each event; the log is durable before `done` goes out.
+
+        Publishing waits while a subscriber is full, so a slow reader slows the agent.
+        """
         session_id = row.id
-        client_attached = True
+        finished = False
         try:
             async for event in self._turn_events(session_id, prompt, options):
                 seq = self._next_seq(row)
@@ -197,15 +211,32 @@ class SessionService:
                 if event.type == events.DONE:
                     self.event_log.flush()
                     self._finish_turn(row)
-                if client_attached:
-                    try:
-                        await write(sse.encode_event(seq, event.type, event.data))
-                    except Exception:
-                        client_attached = False
-                        log.info("client left session %s mid-turn; turn continues", session_id)
+                frame = Frame(seq, event.type, sse.encode_event(seq, event.type, event.data))
+                await self.feeds.publish(session_id, frame)
+                finished = event.type == events.DONE
+        except Exception:
+            log.exception("turn of session %s failed", session_id)
         finally:
             self._busy.discard(session_id)
             self.event_log.flush()
+            if not finished:
+                # Readers waiting for this turn's `done` would wait forever: end their
+                # streams; what was logged can be read again with Last-Event-ID.
+                self.feeds.close_session(session_id)
+
+    def subscribe_from(self, session_id: str, after: int) -> tuple[Subscriber, int]:
+        """Subscribe to a session's live events; returns the subscriber and the last id
+        already in the log. Events after `after` up to that id are read from the store,
+        later ones arrive on the subscriber — no gap, no duplicate at the seam."""
+        row = self.get(session_id)
+        subscriber = self.feeds.subscribe(session_id)
+        self.event_log.flush()
+        return subscriber, self._last_seq.get(session_id, row.last_event_seq)
+
+    async def wait_for_turns(self) -> None:
+        """Let running turns finish (used at shutdown, bounded by the caller)."""
+        if self._turns:
+            await asyncio.wait(list(self._turns.values()))
 
     async def _turn_events(
         self, session_id: str, prompt: str, options: dict[str, Any]
