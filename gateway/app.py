@@ -64,6 +64,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.gateway.started_at = time.time()
+                self.gateway.start_background_work()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.gateway.close()

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hypercorn.asyncio
@@ -22,6 +22,7 @@ from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
 from gateway.event_log import EventLog
 from gateway.sessions import SessionService
+from gateway.sse_stream import StreamSettings
 from gateway.store import Store
 from runner.local import LocalBackend
 
@@ -42,6 +43,8 @@ class GatewayConfig:
     demo: bool
     mode: str
     log_level: str
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    event_retention_days: float = 7.0
 
 
 def _env_flag(name: str) -> bool:
@@ -69,6 +72,18 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     parser.add_argument("--mode", choices=["standalone", "coordinator"],
                         default=env("ASH_MODE", "standalone"),
                         help="standalone runs sandboxes in-process (ASH_MODE)")
+    parser.add_argument("--write-timeout", type=float,
+                        default=float(env("ASH_WRITE_TIMEOUT", "30")),
+                        help="cut an SSE client that reads nothing for this many seconds; "
+                        "its turn goes on (ASH_WRITE_TIMEOUT, default 30)")
+    parser.add_argument("--keepalive-interval", type=float,
+                        default=float(env("ASH_KEEPALIVE_INTERVAL", "15")),
+                        help="seconds between keep-alive comments on an idle SSE stream "
+                        "(ASH_KEEPALIVE_INTERVAL, default 15)")
+    parser.add_argument("--event-retention-days", type=float,
+                        default=float(env("ASH_EVENT_RETENTION_DAYS", "7")),
+                        help="keep an ended session's event log this long "
+                        "(ASH_EVENT_RETENTION_DAYS, default 7)")
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -78,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         host=args.host, port=args.port, data_dir=args.data_dir.resolve(),
         api_key=env("ASH_API_KEY") or None, certfile=args.certfile, keyfile=args.keyfile,
         demo=args.demo, mode=args.mode, log_level=args.log_level,
+        stream=StreamSettings(write_timeout=args.write_timeout,
+                              keepalive_interval=args.keepalive_interval),
+        event_retention_days=args.event_retention_days,
     )
 
 
@@ -99,7 +117,9 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
         demo_config = agents.check_agent_folder(DEMO_AGENT_DIR)
         target = agents.copy_agent_folder(DEMO_AGENT_DIR, agents_dir, DEMO_AGENT_NAME)
         agents.record_agent(store, DEMO_AGENT_NAME, target, demo_config)
-    gateway = Gateway(store, backend, sessions, event_log, agents_dir, mode=config.mode)
+    gateway = Gateway(store, backend, sessions, event_log, agents_dir, mode=config.mode,
+                      stream_settings=config.stream,
+                      event_retention_seconds=config.event_retention_days * 86400)
     return gateway, ApiKeyCheck(key_hash), new_key
 
 

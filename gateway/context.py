@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +14,11 @@ from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
 from runner.backend import Backend
+
+log = logging.getLogger("ash.gateway")
+
+RETENTION_SWEEP_INTERVAL = 3600.0
+SHUTDOWN_TURN_GRACE = 5.0
 
 
 @dataclass
@@ -22,9 +31,29 @@ class Gateway:
     mode: str = "standalone"
     started_at: float = 0.0
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
+    event_retention_seconds: float = 7 * 86400
+    _sweeper: asyncio.Task[None] | None = None
+
+    def start_background_work(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        """Drop the event logs of sessions that ended longer ago than the retention."""
+        while True:
+            removed = self.store.delete_expired_events(time.time() - self.event_retention_seconds)
+            if removed:
+                log.info("event retention: removed %d events of long-ended sessions", removed)
+            await asyncio.sleep(RETENTION_SWEEP_INTERVAL)
 
     async def close(self) -> None:
         """Stop sandboxes (workspaces kept for cold resume), flush the log, close the db."""
-        self.event_log.flush()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.backend.close()
+        # Stopping the sandboxes ends running turns (an error event, then done); let
+        # their producers log that before the log is flushed for the last time.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_TURN_GRACE):
+                await self.sessions.wait_for_turns()
+        self.event_log.flush()
         self.store.close()

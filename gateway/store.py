@@ -114,11 +114,27 @@ class EventRow:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class RunnerRow:
+    id: str
+    host: str
+    port: int
+    max_sandboxes: int
+    active: int
+    warming: int
+    status: str
+    registered_at: float
+    last_heartbeat: float
+
+
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
     "created_at, updated_at"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at"
+_RUNNER_COLUMNS = (
+    "id, host, port, max_sandboxes, active, warming, status, registered_at, last_heartbeat"
+)
 
 
 class Store:
@@ -275,7 +291,9 @@ class Store:
             )
             self.db.execute(
                 "INSERT INTO sandboxes (id, session_id, runner_id, pid, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'live', ?)",
+                "VALUES (?, ?, ?, ?, 'live', ?) "
+                # a runner hands back a sandbox that outlived the gateway's stream to it
+                "ON CONFLICT (id) DO UPDATE SET status = 'live', ended_at = NULL",
                 (sandbox_id, session_id, runner_id, pid, time.time()),
             )
 
@@ -314,8 +332,68 @@ class Store:
         )
         return [EventRow(*row) for row in rows]
 
+    def delete_expired_events(self, ended_before: float) -> int:
+        """Delete the events of sessions that ended before `ended_before` (unix time)."""
+        with self.db:
+            self.db.execute(
+                "DELETE FROM events WHERE session_id IN "
+                "(SELECT id FROM sessions WHERE status = 'ended' AND updated_at < ?)",
+                (ended_before,),
+            )
+            return self.db.changes()
+
     def last_event_seq(self, session_id: str) -> int:
         row = self.db.execute(
             "SELECT max(seq) FROM events WHERE session_id = ?", (session_id,)
         ).fetchone()
         return row[0] or 0
+
+    # runners (coordinator mode)
+
+    def upsert_runner(self, runner_id: str, host: str, port: int, max_sandboxes: int,
+                      status: str) -> RunnerRow:
+        """Record a (re-)registration: a runner that registers again replaces its old row."""
+        now = time.time()
+        row = self.db.execute(
+            f"INSERT INTO runners ({_RUNNER_COLUMNS}) VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?) "
+            f"ON CONFLICT (id) DO UPDATE SET host = excluded.host, port = excluded.port, "
+            f"max_sandboxes = excluded.max_sandboxes, active = 0, warming = 0, "
+            f"status = excluded.status, registered_at = excluded.registered_at, "
+            f"last_heartbeat = excluded.last_heartbeat RETURNING {_RUNNER_COLUMNS}",
+            (runner_id, host, port, max_sandboxes, status, now, now),
+        ).fetchone()
+        return RunnerRow(*row)
+
+    def record_heartbeat(self, runner_id: str, active: int, warming: int) -> None:
+        self.db.execute(
+            "UPDATE runners SET active = ?, warming = ?, last_heartbeat = ? WHERE id = ?",
+            (active, warming, time.time(), runner_id),
+        )
+
+    def set_runner_status(self, runner_id: str, status: str) -> None:
+        self.db.execute("UPDATE runners SET status = ? WHERE id = ?", (status, runner_id))
+
+    def list_runners(self) -> list[RunnerRow]:
+        rows = self.db.execute(f"SELECT {_RUNNER_COLUMNS} FROM runners ORDER BY id")
+        return [RunnerRow(*row) for row in rows]
+
+    def pause_runner_sessions(self, runner_id: str, error: str) -> int:
+        """The runner is gone: all its active sessions become paused, in one statement.
+
+        Their sandboxes are marked dead with it; a resume restores each session's
+        stored state on a healthy runner. Returns how many sessions were paused.
+        """
+        now = time.time()
+        with self.db:
+            self.db.execute(
+                "UPDATE sessions SET status = 'paused', sandbox_id = NULL, error = ?, "
+                "updated_at = ? WHERE runner_id = ? AND status = 'active'",
+                (error, now, runner_id),
+            )
+            paused = self.db.changes()
+            self.db.execute(
+                "UPDATE sandboxes SET status = 'dead', ended_at = ? "
+                "WHERE runner_id = ? AND status = 'live'",
+                (now, runner_id),
+            )
+        return paused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import apsw
@@ -83,3 +84,14 @@ def test_list_sessions_filters_and_pages(store: Store) -> None:
     assert len(store.list_sessions(limit=2)) == 2
     assert len(store.list_sessions(limit=10, offset=4)) == 1
     assert store.list_sessions(status="active") == []
+
+
+def test_expired_event_logs_of_ended_sessions_are_deleted(store: Store) -> None:
+    for sid, status in [("old", "ended"), ("live", "active")]:
+        store.insert_session(sid, "a", 1)
+        store.append_events([(sid, 1, "done", b"{}", 0.0)], {sid: 1})
+        store.update_session(sid, status=status)
+    assert store.delete_expired_events(ended_before=0) == 0
+    assert store.delete_expired_events(ended_before=time.time() + 1) == 1
+    assert store.events_after("old", 0, 10) == []
+    assert len(store.events_after("live", 0, 10)) == 1
