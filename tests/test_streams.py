@@ -56,6 +56,22 @@ def logged_count(client: httpx.Client, sid: str) -> int:
     return client.get(f"/api/sessions/{sid}").json()["session"]["lastEventId"]
 
 
+def plateau(client: httpx.Client, sid: str, settle: float = 0.7, within: float = 15) -> int:
+    """Wait until the session's logged event count stops moving; returns it.
+
+    Fails if it keeps growing for `within` seconds: the agent was not paused.
+    """
+    deadline = time.monotonic() + within
+    last = logged_count(client, sid)
+    while True:
+        time.sleep(settle)
+        now = logged_count(client, sid)
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, f"agent kept producing for a held reader ({now})"
+        last = now
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -198,7 +214,7 @@ def test_held_reader_pauses_its_session_with_bounded_memory_while_another_stream
         paused_at = logged_count(client, slow)
         raw.pump_for(1.0)
         assert logged_count(client, slow) == paused_at, "agent kept producing for a held reader"
-        assert paused_at < 10_000
+        assert paused_at < 5_000
 
         other = raw.request("POST", f"/api/sessions/{fast}/messages", headers=auth(gateway),
                             body=message_body("meanwhile", tokens=2000))
@@ -304,10 +320,7 @@ def test_http1_reader_gets_tcp_backpressure_then_everything(
         assert response.headers.get("transfer-encoding") == "chunked"
         chunks = response.iter_raw()
         head = next(chunks)
-        time.sleep(1.5)
-        paused_at = logged_count(client, sid)
-        time.sleep(1.0)
-        assert logged_count(client, sid) == paused_at, "agent kept producing for a held reader"
+        paused_at = plateau(client, sid)
         assert paused_at < 100_000
         events = parse_sse([head, *chunks])
     assert sum(e.event == "text_delta" for e in events) == 100_000
