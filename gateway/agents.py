@@ -13,6 +13,7 @@ import orjson
 from gateway.http import ApiError
 from gateway.store import AgentRow, Store
 from runner.backend import AgentSpec
+from runner.limits import SandboxLimits
 
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SYSTEM_PROMPT_FILE = "CLAUDE.md"
@@ -50,7 +51,12 @@ def check_agent_folder(source: Path) -> dict[str, Any]:
         raise ApiError(400, f"agent folder not found: {source}")
     if not (source / SYSTEM_PROMPT_FILE).is_file():
         raise ApiError(400, f"agent folder has no {SYSTEM_PROMPT_FILE}: {source}")
-    return read_agent_config(source)
+    config = read_agent_config(source)
+    try:
+        SandboxLimits().with_config(config)
+    except ValueError as exc:
+        raise ApiError(400, f"{CONFIG_FILE}: {exc}") from None
+    return config
 
 
 def copy_agent_folder(source: Path, agents_dir: Path, name: str) -> Path:

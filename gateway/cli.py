@@ -16,14 +16,23 @@ import hypercorn.asyncio
 import uvloop
 from hypercorn.config import Config as HypercornConfig
 
-from gateway import agents, hypercorn_h2
+from gateway import agents, coordinator_cli, hypercorn_h2
 from gateway.app import GatewayApp
 from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
+from gateway.coordinator import Coordinator, CoordinatorSettings
 from gateway.event_log import EventLog
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
+from runner.backend import Backend
+from runner.isolation import (
+    DEFAULT_MODE,
+    NONE_WARNING,
+    SandboxUnavailable,
+    add_sandbox_argument,
+    create_isolation,
+)
 from runner.local import LocalBackend
 
 log = logging.getLogger("ash.gateway")
@@ -45,6 +54,10 @@ class GatewayConfig:
     log_level: str
     stream: StreamSettings = field(default_factory=StreamSettings)
     event_retention_days: float = 7.0
+    coordinator: CoordinatorSettings | None = None
+    """Set in coordinator mode."""
+    sandbox: str = DEFAULT_MODE
+    """How standalone mode isolates sandboxes: bwrap, or none (development only)."""
 
 
 def _env_flag(name: str) -> bool:
@@ -86,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(ASH_EVENT_RETENTION_DAYS, default 7)")
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    add_sandbox_argument(parser)
+    coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
@@ -96,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         stream=StreamSettings(write_timeout=args.write_timeout,
                               keepalive_interval=args.keepalive_interval),
         event_retention_days=args.event_retention_days,
+        coordinator=coordinator_cli.settings_from_args(args, parser)
+        if args.mode == "coordinator" else None,
+        sandbox=args.sandbox,
     )
 
 
@@ -106,7 +124,10 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
     new_key = ensure_api_key(store, config.api_key)
     key_hash = store.get_setting(KEY_HASH_SETTING)
     assert key_hash is not None
-    backend = LocalBackend(config.data_dir)
+    backend: Backend = (
+        Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
+        else LocalBackend(config.data_dir,
+                          isolation=create_isolation(config.sandbox, config.data_dir)))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
     recovered = sessions.recover_after_restart()
@@ -119,7 +140,9 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
         agents.record_agent(store, DEMO_AGENT_NAME, target, demo_config)
     gateway = Gateway(store, backend, sessions, event_log, agents_dir, mode=config.mode,
                       stream_settings=config.stream,
-                      event_retention_seconds=config.event_retention_days * 86400)
+                      event_retention_seconds=config.event_retention_days * 86400,
+                      sandbox=backend.sandbox_status()
+                      if isinstance(backend, LocalBackend) else None)
     return gateway, ApiKeyCheck(key_hash), new_key
 
 
@@ -148,7 +171,8 @@ def hypercorn_config(config: GatewayConfig, sock: socket.socket) -> HypercornCon
     return hc
 
 
-def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None) -> str:
+def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
+           registry_address: str | None = None) -> str:
     host, port = sock.getsockname()[:2]
     scheme = "https" if config.certfile else "http"
     shown_host = f"[{host}]" if ":" in host else host
@@ -158,6 +182,12 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None) -> s
     )
     lines = [f"Ash gateway ({config.mode}) listening on {url} — {protocols}",
              f"Data dir: {config.data_dir}"]
+    if config.sandbox == "none" and config.coordinator is None:
+        lines.append(f"WARNING: {NONE_WARNING}")
+    if registry_address is not None:
+        assert config.coordinator is not None
+        tls = "TLS" if config.coordinator.certfile else "cleartext"
+        lines.append(f"Runner registry (gRPC, {tls}) on {registry_address}")
     if new_key:
         lines.append(f"API key: {new_key}")
         lines.append("  (shown once; only its hash is stored. Set ASH_API_KEY to choose your own.)")
@@ -174,7 +204,10 @@ async def serve(config: GatewayConfig) -> None:
     gateway, auth, new_key = build_gateway(config)
     sock = listen_socket(config.host, config.port)
     app = GatewayApp(gateway, auth)
-    print(banner(config, sock, new_key), flush=True)
+    registry_address = None
+    if isinstance(gateway.backend, Coordinator):
+        registry_address = await gateway.backend.start()
+    print(banner(config, sock, new_key, registry_address), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -186,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.mode == "coordinator":
-        print("ash-gateway: coordinator mode arrives with the gateway/runner split; "
-              "run without --mode for standalone.", file=sys.stderr)
-        return 2
     hypercorn_h2.install()
-    uvloop.run(serve(config))
+    try:
+        uvloop.run(serve(config))
+    except SandboxUnavailable as exc:
+        print(f"ash-gateway: cannot start sandboxes: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

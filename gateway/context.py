@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.event_log import EventLog
 from gateway.sessions import SessionService
@@ -32,6 +33,8 @@ class Gateway:
     started_at: float = 0.0
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
     event_retention_seconds: float = 7 * 86400
+    sandbox: dict[str, Any] | None = None
+    """How local sandboxes are isolated (standalone mode), as /health shows it."""
     _sweeper: asyncio.Task[None] | None = None
 
     def start_background_work(self) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import agents
+from gateway import agents, runner_routes
 from gateway.context import Gateway
 from gateway.http import (
     ApiError,
@@ -47,6 +47,7 @@ async def health(gw: Gateway, req: Request) -> Response:
         "uptimeSeconds": round(time.time() - gw.started_at, 3),
         "sessions": gw.store.count_sessions_by_status(),
         "sandboxes": {"live": stats.sandboxes, "busy": stats.busy},
+        **({"sandbox": gw.sandbox} if gw.sandbox is not None else {}),
     })
 
 
@@ -258,6 +259,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/api/sessions/(?P<id>[^/]+)/resume", resume_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/exec", exec_in_session),
+    *runner_routes.ROUTES,
 ]
 
 

@@ -97,9 +97,11 @@ class SessionService:
         if agent is None:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
         info = await self.backend.create(session_id, agent_spec(agent))
-        self.store.record_sandbox(info.sandbox_id, session_id, self.runner_id, info.pid)
+        runner_id = info.runner_id or self.runner_id
+        self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
         row = self.store.update_session(
-            session_id, status="active", sandbox_id=info.sandbox_id, error=None
+            session_id, status="active", sandbox_id=info.sandbox_id, runner_id=runner_id,
+            error=None,
         )
         assert row is not None
         return row
@@ -112,6 +114,11 @@ class SessionService:
             raise ApiError(409, f"session is {row.status}; only an active session can pause")
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with a turn; interrupt it or wait for done")
+        self._busy.add(session_id)
+        try:
+            await self.backend.checkpoint(session_id)
+        finally:
+            self._busy.discard(session_id)
         paused = self.store.update_session(session_id, status="paused")
         assert paused is not None
         return paused

@@ -32,6 +32,8 @@ class SandboxInfo:
     workspace: str
     restored: bool
     """True when the workspace came from earlier state (cold resume), not fresh."""
+    runner_id: str | None = None
+    """The runner holding the sandbox (coordinator mode); None when it is in-process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,14 @@ class Backend(Protocol):
 
     async def snapshot(self, session_id: str) -> bytes:
         """The session's state (its workspace, conversation files included) as a tar."""
+        ...
+
+    async def checkpoint(self, session_id: str) -> None:
+        """Make the session's current state durable where a cold resume will look for it.
+
+        In-process sandboxes keep their workspace on the gateway's disk: nothing to do.
+        A remote backend ships the state to the gateway's store.
+        """
         ...
 
     def stats(self) -> BackendStats: ...

@@ -3,7 +3,11 @@
 Layout under the data dir, per session:
 
     sandboxes/<session_id>/workspace/   the bridge's HOME and cwd; the session's state
+    sandboxes/<session_id>/workspace.img  its disk, mounted on workspace/ (bwrap sandboxes)
     sandboxes/<session_id>/bridge.log   the bridge's stdout and stderr, outside the workspace
+
+Every bridge runs in the runner's isolation (`runner.isolation`): a bubblewrap sandbox
+with cgroup limits by default, a plain process with `--sandbox=none`.
 
 A bridge dies with the runner (it exits on socket EOF); its workspace stays, so a
 later `create` for the same session on this data dir resumes it cold.
@@ -13,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import re
 import secrets
-import shutil
 import signal
-import tarfile
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,10 @@ from runner.backend import (
     SandboxStartError,
 )
 from runner.bridge_client import BridgeClient
+from runner.isolation import Isolation, create_isolation, mode_from_env
 from runner.sandbox import BridgeProcess, BridgeSettings, SandboxSpec, spawn_bridge
+from runner.workspace_state import pack_workspace
+from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
 from wire import events
 from wire.events import Event
 
@@ -76,10 +80,14 @@ class LocalBackend:
         ready_timeout: float = 30.0,
         stop_timeout: float = 2.0,
         drain_timeout: float = 10.0,
+        isolation: Isolation | None = None,
     ) -> None:
-        """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables."""
+        """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables, `isolation`
+        to the one ASH_SANDBOX names (bwrap unless it says none); SandboxUnavailable if the
+        host cannot provide it."""
         self._data_dir = Path(data_dir)
         self._settings = settings if settings is not None else BridgeSettings.from_env()
+        self._isolation = isolation or create_isolation(mode_from_env(), self._data_dir)
         self._ready_timeout = ready_timeout
         self._stop_timeout = stop_timeout
         self._drain_timeout = drain_timeout
@@ -109,12 +117,13 @@ class LocalBackend:
             dead = self._sandboxes.pop(session_id, None)
             if dead is not None:
                 await self._stop(dead)
-            restored = await asyncio.to_thread(prepare_workspace, spec.workspace, state)
+            restored = await self._isolation.prepare(spec, state)
             try:
                 sandbox = await self._start(spec, restored)
             except BaseException:
+                await self._isolation.release_workspace(spec)
                 if not restored:
-                    await asyncio.to_thread(shutil.rmtree, spec.sandbox_dir, True)
+                    await self._isolation.remove(spec.sandbox_dir)
                 raise
             self._sandboxes[session_id] = sandbox
             return sandbox.info
@@ -123,7 +132,7 @@ class LocalBackend:
 
     async def _start(self, spec: SandboxSpec, restored: bool) -> _Sandbox:
         """Spawn the bridge and wait for its `ready`; on any failure the bridge is gone."""
-        bridge = await spawn_bridge(spec)
+        bridge = await spawn_bridge(spec, self._isolation)
         client: BridgeClient | None = None
         try:
             client = await BridgeClient.connect(bridge.sock)
@@ -136,11 +145,14 @@ class LocalBackend:
                 ) from None
             if first is None:
                 code = await self._reap(bridge)
-                raise SandboxStartError(f"bridge exited with code {code}: {bridge.log_tail()}")
+                hit = self._isolation.limit_hit(bridge)
+                reason = hit.message if hit is not None else bridge.log_tail()
+                raise SandboxStartError(f"bridge exited with code {code}: {reason}")
             if first.type != events.READY:
                 raise SandboxStartError(f"bridge sent {first.type!r} before ready")
         except BaseException:
             await self._reap(bridge, kill=True)
+            await self._isolation.release_bridge(bridge)
             if client is not None:
                 client.close()
             else:
@@ -165,12 +177,13 @@ class LocalBackend:
         if sandbox is not None:
             await self._stop(sandbox)
         if not keep_workspace:
-            await asyncio.to_thread(shutil.rmtree, sandbox_dir, True)
+            await self._isolation.remove(sandbox_dir)
 
     async def close(self) -> None:
         sandboxes = list(self._sandboxes.values())
         self._sandboxes.clear()
         await asyncio.gather(*(self._stop(sandbox) for sandbox in sandboxes))
+        await self._isolation.close()
 
     async def _stop(self, sandbox: _Sandbox) -> None:
         """Ask the bridge to shut down; kill it if it has not exited after `stop_timeout`."""
@@ -179,6 +192,8 @@ class LocalBackend:
         sandbox.client.send(events.SHUTDOWN)
         await self._reap(sandbox.bridge)
         sandbox.client.close()
+        await self._isolation.release_bridge(sandbox.bridge)
+        await self._isolation.release_workspace(sandbox.spec)
 
     async def _reap(self, bridge: BridgeProcess, *, kill: bool = False) -> int:
         """The bridge's exit code, once it has exited; it is killed at once with `kill`,
@@ -224,18 +239,32 @@ class LocalBackend:
                 if event is None:
                     turn_open = False
                     code = await self._reap(sandbox.bridge, kill=sandbox.client.error is not None)
-                    yield Event(events.ERROR, orjson.dumps({
-                        "error": f"sandbox exited unexpectedly (exit code {code})",
-                        "code": "sandbox_exited",
-                    }))
+                    yield self._exit_error(sandbox, code)
                     yield DONE_AFTER_ERROR
                     return
                 turn_open = event.type != events.DONE
+                if not turn_open and (hit := self._isolation.limit_hit(sandbox.bridge)):
+                    # A limit hit the turn survived (a full disk; an OOM kill the watcher
+                    # has yet to act on): stop the sandbox so the session pauses, and say why.
+                    await self._reap(sandbox.bridge, kill=True)
+                    yield Event(events.ERROR, hit.payload())
+                    yield DONE_AFTER_ERROR
+                    return
                 yield event
         finally:
             sandbox.busy = False
             if turn_open and sandbox.alive:
                 sandbox.draining = asyncio.get_running_loop().create_task(self._drain(sandbox))
+
+    def _exit_error(self, sandbox: _Sandbox, code: int) -> Event:
+        """The `error` event for a bridge that died mid-turn: the limit it hit, if any."""
+        hit = self._isolation.limit_hit(sandbox.bridge)
+        if hit is not None:
+            return Event(events.ERROR, hit.payload())
+        return Event(events.ERROR, orjson.dumps({
+            "error": f"sandbox exited unexpectedly (exit code {code})",
+            "code": "sandbox_exited",
+        }))
 
     async def _drain(self, sandbox: _Sandbox) -> None:
         """Interrupt an abandoned turn and read it to its `done`; a bridge that hangs is killed."""
@@ -278,13 +307,27 @@ class LocalBackend:
     # state
 
     async def snapshot(self, session_id: str) -> bytes:
-        workspace = self.workspace(session_id)
-        if not workspace.is_dir():
-            raise SandboxGone(f"session {session_id} has no workspace here")
+        sandbox_dir = self.sandbox_dir(session_id)
         try:
-            return await asyncio.to_thread(pack_workspace, workspace)
+            async with self._isolation.workspace(sandbox_dir) as workspace:
+                if not workspace.is_dir():
+                    raise SandboxGone(f"session {session_id} has no workspace here")
+                return await asyncio.to_thread(pack_workspace, workspace)
         except OSError as exc:
             raise BackendError(f"snapshot of session {session_id} failed: {exc}") from exc
+
+    def sandbox_status(self) -> dict[str, Any]:
+        """How this backend isolates its sandboxes (for /health)."""
+        return self._isolation.status()
+
+    async def checkpoint(self, session_id: str) -> None:
+        """The workspace already is the durable state: it lives on this process's disk."""
+
+    async def wait_exit(self, session_id: str) -> None:
+        """Return once the session's bridge has exited (at once if it has none)."""
+        sandbox = self._sandboxes.get(session_id)
+        if sandbox is not None:
+            await sandbox.bridge.process.wait()
 
     def stats(self) -> BackendStats:
         live = [s for s in self._sandboxes.values() if s.alive]
@@ -315,48 +358,3 @@ class LocalBackend:
         if sandbox is None or not sandbox.alive:
             raise SandboxGone(f"session {session_id} has no live sandbox")
         return sandbox
-
-
-def prepare_workspace(workspace: Path, state: bytes | None) -> bool:
-    """Make the workspace a bridge will start in; True when it holds earlier state.
-
-    With `state` the workspace is replaced by that snapshot; without it an existing
-    workspace is kept (cold resume on this machine) or a fresh one is made.
-    """
-    if state is not None:
-        if workspace.exists():
-            shutil.rmtree(workspace)
-        workspace.mkdir(parents=True)
-        restore_workspace(workspace, state)
-        return True
-    if workspace.is_dir():
-        return True
-    workspace.mkdir(parents=True)
-    return False
-
-
-def pack_workspace(workspace: Path) -> bytes:
-    """The workspace as a gzip tar, paths relative to it; symlinks stay links."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-        for entry in sorted(workspace.iterdir()):
-            tar.add(entry, arcname=entry.name)
-    return buffer.getvalue()
-
-
-def restore_workspace(workspace: Path, state: bytes) -> None:
-    try:
-        with tarfile.open(fileobj=io.BytesIO(state), mode="r:*") as tar:
-            tar.extractall(workspace, filter=_data_or_skip)
-    except tarfile.TarError as exc:
-        raise BackendError(f"session state is not a valid tar archive: {exc}") from exc
-
-
-def _data_or_skip(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
-    """tarfile's `data` filter, except that an unsafe member (say, a link out of the
-    workspace the agent made) is left out instead of failing the whole restore."""
-    try:
-        return tarfile.data_filter(member, dest_path)
-    except tarfile.FilterError:
-        log.warning("restore skipped unsafe member %r", member.name)
-        return None

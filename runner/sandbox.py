@@ -1,16 +1,20 @@
 """Starting a bridge process: its command, its environment, its socket and its log.
 
-This is the one place that spawns a bridge. Today it is a plain child process;
-the bubblewrap + cgroups sandbox replaces `spawn_bridge` and keeps its contract.
+This is the one place that spawns a bridge: inside a bubblewrap sandbox in its own
+cgroup when given an isolation that sandboxes (`runner.isolation`), else as a plain
+child process (`--sandbox=none`, development only).
 
 The bridge gets one end of a socketpair (its fd number in ASH_BRIDGE_FD) and an
-environment built from a strict allowlist: nothing from the host reaches it
-except PATH, LANG and TERM.
+environment built from a strict allowlist: nothing from the host reaches it except
+LANG and TERM (and PATH, for a plain process), plus the agent's own `env`. A sandboxed
+bridge writes its output into a pipe the runner copies into `bridge.log` (bounded): no
+host file descriptor enters a sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -18,11 +22,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from runner import bwrap
 from runner.backend import AgentSpec, SandboxStartError
 
+if TYPE_CHECKING:
+    from runner.isolation import Isolation, SandboxHandle
+
 HOST_ENV_ALLOWLIST = ("PATH", "LANG", "TERM")
+SANDBOX_HOST_ENV = ("LANG", "TERM")
+"""A sandbox has its own PATH: the host's names directories it cannot see."""
+LOG_CAP = 1024 * 1024
+"""Bytes of a sandboxed bridge's output kept per start; an agent that floods it through
+/proc/<bridge>/fd/2 cannot fill the host's disk."""
 BRIDGE_COMMAND = (sys.executable, "-P", "-m", "runner.bridge")
 """`-P`: never put the working directory (the agent's workspace) on the bridge's import path."""
 WORKSPACE_DIR = "workspace"
@@ -87,6 +100,76 @@ class SandboxSpec:
     def log_path(self) -> Path:
         return self.sandbox_dir / LOG_FILE
 
+    @property
+    def backend(self) -> str:
+        """The agent backend: the agent's config names it, else the runner's default."""
+        backend = self.agent.config.get("backend")
+        return backend if isinstance(backend, str) else self.settings.agent_backend
+
+
+class LogPump:
+    """Copies a sandboxed bridge's stdout and stderr from a pipe into its log file, up to
+    LOG_CAP bytes; the rest is read and dropped."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.offset = log_path.stat().st_size if log_path.exists() else 0
+        self._written = 0
+        self._truncated = False
+        self._reading = False
+
+    def start(self) -> None:
+        """Close the runner's copy of the write end and copy as output arrives."""
+        self.close_write_end()
+        asyncio.get_running_loop().add_reader(self.read_fd, self.drain)
+        self._reading = True
+
+    def close_write_end(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def drain(self) -> None:
+        """Copy what the pipe holds now (at most 1 MiB a call: a flood cannot hold the
+        event loop); at end of file, stop."""
+        chunks = []
+        for _ in range(16):
+            if self.read_fd < 0:
+                break
+            try:
+                chunk = os.read(self.read_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.close()
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        room = max(LOG_CAP - self._written, 0)
+        kept = data[:room]
+        if len(data) > room and not self._truncated:
+            self._truncated = True
+            kept += b"\n[ash: bridge output beyond %d bytes dropped]\n" % LOG_CAP
+        self._written += len(data)
+        if kept:
+            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                          0o600)
+            try:
+                os.write(log, kept)
+            finally:
+                os.close(log)
+
+    def close(self) -> None:
+        self.close_write_end()
+        if self.read_fd >= 0:
+            if self._reading:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().remove_reader(self.read_fd)
+            os.close(self.read_fd)
+            self.read_fd = -1
+
 
 @dataclass(slots=True)
 class BridgeProcess:
@@ -97,13 +180,19 @@ class BridgeProcess:
     log_path: Path
     log_offset: int
     """Where this bridge's output starts in the log (earlier bridges of the session precede it)."""
+    log_pump: LogPump | None = None
+    sandbox: SandboxHandle | None = None
+    """Its cgroup and limits, when it runs in a sandbox."""
 
     @property
     def pid(self) -> int:
+        """The pid of the process the runner started (bubblewrap's, for a sandbox)."""
         return self.process.pid
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines this bridge wrote to its log."""
+        if self.log_pump is not None:
+            self.log_pump.drain()
         try:
             with open(self.log_path, "rb") as log:
                 size = log.seek(0, os.SEEK_END)
@@ -131,27 +220,34 @@ def agent_env(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def bridge_env(
-    spec: SandboxSpec, bridge_fd: int, host_env: Mapping[str, str] = os.environ
+    spec: SandboxSpec, bridge_fd: int, host_env: Mapping[str, str] = os.environ,
+    *, sandboxed: bool = False,
 ) -> dict[str, str]:
-    """The bridge's whole environment. The ASH_* variables and HOME always win."""
-    env = {name: host_env[name] for name in HOST_ENV_ALLOWLIST if name in host_env}
+    """The bridge's whole environment. The ASH_* variables and HOME always win; in a
+    sandbox, HOME and the agent folder are their paths inside and PATH is the sandbox's."""
+    allowed = SANDBOX_HOST_ENV if sandboxed else HOST_ENV_ALLOWLIST
+    env = {name: host_env[name] for name in allowed if name in host_env}
+    if sandboxed:
+        env["PATH"] = bwrap.PATH
     env.update(agent_env(spec.agent.config))
     env.update(spec.settings.mock_env())
-    backend = spec.agent.config.get("backend")
     env.update({
-        "HOME": str(spec.workspace),
+        "HOME": bwrap.HOME if sandboxed else str(spec.workspace),
         "ASH_BRIDGE_FD": str(bridge_fd),
         "ASH_SESSION_ID": spec.session_id,
-        "ASH_AGENT_DIR": os.path.abspath(spec.agent.path),
-        "ASH_BACKEND": backend if isinstance(backend, str) else spec.settings.agent_backend,
+        "ASH_AGENT_DIR": bwrap.AGENT_DIR if sandboxed else os.path.abspath(spec.agent.path),
+        "ASH_BACKEND": spec.backend,
     })
     return env
 
 
-async def spawn_bridge(spec: SandboxSpec) -> BridgeProcess:
-    """Start the bridge for `spec`. Its stdout and stderr go to `bridge.log`."""
+async def spawn_bridge(spec: SandboxSpec, isolation: Isolation | None = None) -> BridgeProcess:
+    """Start the bridge for `spec`, in `isolation`'s sandbox when it has one. Its stdout
+    and stderr go to `bridge.log`."""
+    if isolation is not None and isolation.sandboxed:
+        return await _spawn_sandboxed(spec, isolation)
     spec.workspace.mkdir(parents=True, exist_ok=True)
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent, child = socketpair()
     log = -1
     try:
         env = bridge_env(spec, child.fileno())
@@ -175,3 +271,41 @@ async def spawn_bridge(spec: SandboxSpec) -> BridgeProcess:
         if log >= 0:
             os.close(log)
     return BridgeProcess(process, parent, spec.log_path, log_offset)
+
+
+async def _spawn_sandboxed(spec: SandboxSpec, isolation: Isolation) -> BridgeProcess:
+    parent, child = socketpair()
+    pump = LogPump(spec.log_path)
+    try:
+        env = bridge_env(spec, child.fileno(), sandboxed=True)
+        process, handle = await isolation.start(spec, env, bridge_fd=child.fileno(),
+                                                output_fd=pump.write_fd)
+        pump.start()
+    except SandboxStartError as exc:
+        parent.close()
+        pump.close_write_end()
+        pump.drain()
+        pump.close()
+        said = _read_from(spec.log_path, pump.offset)
+        raise SandboxStartError(f"{exc}: {said}" if said else str(exc)) from exc
+    except BaseException:
+        parent.close()
+        pump.close()
+        raise
+    finally:
+        child.close()
+    return BridgeProcess(process, parent, spec.log_path, pump.offset, pump, handle)
+
+
+def _read_from(path: Path, offset: int, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return log.read(limit).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """The runner's end and the bridge's end of a bridge socket."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

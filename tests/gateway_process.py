@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -68,17 +69,23 @@ class GatewayProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
+
+
+def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM,
+                 timeout: float = 15.0) -> int:
+    """Signal `process` and wait for it (killing it after `timeout`); its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    return process.returncode
 
 
 def bridge_pids(session_id: str) -> list[int]:
@@ -101,7 +108,10 @@ def kill_bridge(session_id: str) -> None:
     pids = bridge_pids(session_id)
     assert pids, f"no bridge process found for session {session_id}"
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        # A sandbox is several processes (bubblewrap's two, the bridge): killing the first
+        # may already have taken the others.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     # /proc/<pid>/environ empties before the kernel closes the dead process's
     # sockets; only once the gateway has reaped the pid has it seen the death.
     deadline = time.monotonic() + 10

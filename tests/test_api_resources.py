@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -120,18 +121,23 @@ def test_data_dir_can_come_from_the_environment(tmp_path: Path) -> None:
         gateway.stop()
 
 
-def test_runner_binary_exists_and_exits_cleanly_with_a_pointer() -> None:
+def _without_ash_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
+
+
+def test_runner_binary_exists_and_asks_for_its_gateway() -> None:
     binary = shutil.which("ash-runner")
     assert binary is not None, "the ash-runner console script is not installed"
-    result = subprocess.run([binary], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0
-    assert "coordinator mode arrives with the split" in result.stderr
+    result = subprocess.run([binary], capture_output=True, text=True, timeout=30,
+                            env=_without_ash_env())
+    assert result.returncode == 2
+    assert "--gateway HOST:PORT (or ASH_GATEWAY) is required" in result.stderr
 
 
-def test_coordinator_mode_is_refused_clearly_until_the_split() -> None:
+def test_coordinator_mode_is_refused_clearly_without_the_internal_secret() -> None:
     binary = shutil.which("ash-gateway")
     assert binary is not None, "the ash-gateway console script is not installed"
     result = subprocess.run([binary, "--mode", "coordinator"],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, env=_without_ash_env())
     assert result.returncode == 2
-    assert "coordinator mode arrives" in result.stderr
+    assert "coordinator mode needs ASH_INTERNAL_SECRET" in result.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from runner.backend import AgentSpec, SandboxStartError
 from runner.bridge_client import BridgeClient
+from runner.isolation import NoIsolation
 from runner.local import LocalBackend
 from runner.sandbox import (
     HOST_ENV_ALLOWLIST,
@@ -180,12 +181,14 @@ async def test_claude_backend_fails_start_with_exit_code_2_and_its_reason(tmp_pa
     with pytest.raises(SandboxStartError) as failure:
         await backend.create("sess-1", agent)
     assert str(failure.value) == (
-        "bridge exited with code 2: ash-bridge: claude backend arrives with the real-SDK issue"
+        "bridge exited with code 2: ash-bridge: the claude backend needs model credentials: "
+        "ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint) in the agent's env, "
+        "or the runner's"
     )
 
 
 async def test_missing_agent_folder_fails_start_with_exit_code_and_stderr(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "data", settings=BridgeSettings())
+    backend = LocalBackend(tmp_path / "data", settings=BridgeSettings(), isolation=NoIsolation())
     agent = AgentSpec(name="ghost", path=str(tmp_path / "no-such-agent"))
     with pytest.raises(SandboxStartError, match=r"^bridge exited with code 2: .*agent folder "
                                                  r"not found: .*no-such-agent"):

@@ -219,10 +219,11 @@ async def test_destroy_stops_the_bridge_and_deletes_the_sandbox_dir(
 async def test_destroy_can_keep_the_workspace(
     backend: LocalBackend, agent: AgentSpec
 ) -> None:
-    info = await backend.create(SID, agent)
+    await backend.create(SID, agent)
     await collect(backend.send(SID, "hello"))
     await backend.destroy(SID, keep_workspace=True)
-    assert (Path(info.workspace) / ".ash" / "mock" / "conversation.json").is_file()
+    with tarfile.open(fileobj=io.BytesIO(await backend.snapshot(SID))) as kept:
+        assert ".ash/mock/conversation.json" in kept.getnames()
 
 
 async def test_close_stops_every_bridge_and_keeps_workspaces(

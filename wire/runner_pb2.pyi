@@ -1,13 +1,13 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels")
+    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels", "heartbeat_interval_ms", "draining", "session_ids")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,25 +21,33 @@ class RegisterRequest(_message.Message):
     MAX_SANDBOXES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     runner_id: str
     host: str
     port: int
     max_sandboxes: int
     version: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    heartbeat_interval_ms: int
+    draining: bool
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., draining: _Optional[bool] = ..., session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("accepted", "heartbeat_interval_ms", "gateway_id", "reason")
+    __slots__ = ("accepted", "heartbeat_interval_ms", "gateway_id", "reason", "release_session_ids")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     heartbeat_interval_ms: int
     gateway_id: str
     reason: str
-    def __init__(self, accepted: _Optional[bool] = ..., heartbeat_interval_ms: _Optional[int] = ..., gateway_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    release_session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accepted: _Optional[bool] = ..., heartbeat_interval_ms: _Optional[int] = ..., gateway_id: _Optional[str] = ..., reason: _Optional[str] = ..., release_session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Capacity(_message.Message):
     __slots__ = ("active", "warming", "max")
@@ -52,14 +60,16 @@ class Capacity(_message.Message):
     def __init__(self, active: _Optional[int] = ..., warming: _Optional[int] = ..., max: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("runner_id", "capacity", "sent_at_unix_ms")
+    __slots__ = ("runner_id", "capacity", "sent_at_unix_ms", "leaving")
     RUNNER_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     runner_id: str
     capacity: Capacity
     sent_at_unix_ms: int
-    def __init__(self, runner_id: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., sent_at_unix_ms: _Optional[int] = ...) -> None: ...
+    leaving: bool
+    def __init__(self, runner_id: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., sent_at_unix_ms: _Optional[int] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("drain", "ack")
@@ -102,22 +112,28 @@ class CreateSandboxRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_bundle: _Optional[bytes] = ..., agent_path: _Optional[str] = ..., agent_config_json: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
 
 class CreateSandboxResponse(_message.Message):
-    __slots__ = ("sandbox_id", "pid", "restored")
+    __slots__ = ("sandbox_id", "pid", "restored", "attached", "workspace")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     RESTORED_FIELD_NUMBER: _ClassVar[int]
+    ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     pid: int
     restored: bool
-    def __init__(self, sandbox_id: _Optional[str] = ..., pid: _Optional[int] = ..., restored: _Optional[bool] = ...) -> None: ...
+    attached: bool
+    workspace: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., pid: _Optional[int] = ..., restored: _Optional[bool] = ..., attached: _Optional[bool] = ..., workspace: _Optional[str] = ...) -> None: ...
 
 class SessionCommand(_message.Message):
     __slots__ = ("open", "query", "interrupt")
     class Open(_message.Message):
-        __slots__ = ("session_id",)
+        __slots__ = ("session_id", "state_max_bytes")
         SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+        STATE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
         session_id: str
-        def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+        state_max_bytes: int
+        def __init__(self, session_id: _Optional[str] = ..., state_max_bytes: _Optional[int] = ...) -> None: ...
     class Query(_message.Message):
         __slots__ = ("prompt", "options_json", "turn_id")
         PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -139,26 +155,20 @@ class SessionCommand(_message.Message):
     def __init__(self, open: _Optional[_Union[SessionCommand.Open, _Mapping]] = ..., query: _Optional[_Union[SessionCommand.Query, _Mapping]] = ..., interrupt: _Optional[_Union[SessionCommand.Interrupt, _Mapping]] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("type", "data", "seq_hint", "turn_id")
+    __slots__ = ("type", "data", "seq_hint", "turn_id", "state", "more")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SEQ_HINT_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     type: str
     data: bytes
     seq_hint: int
     turn_id: str
-    def __init__(self, type: _Optional[str] = ..., data: _Optional[bytes] = ..., seq_hint: _Optional[int] = ..., turn_id: _Optional[str] = ...) -> None: ...
-
-class SendRequest(_message.Message):
-    __slots__ = ("session_id", "prompt", "options_json")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    PROMPT_FIELD_NUMBER: _ClassVar[int]
-    OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
-    prompt: str
-    options_json: bytes
-    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[str] = ..., options_json: _Optional[bytes] = ...) -> None: ...
+    state: StateChunk
+    more: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, type: _Optional[str] = ..., data: _Optional[bytes] = ..., seq_hint: _Optional[int] = ..., turn_id: _Optional[str] = ..., state: _Optional[_Union[StateChunk, _Mapping]] = ..., more: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("type", "data")
@@ -167,6 +177,18 @@ class Event(_message.Message):
     type: str
     data: bytes
     def __init__(self, type: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SendRequest(_message.Message):
+    __slots__ = ("session_id", "prompt", "options_json", "state_max_bytes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    STATE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    prompt: str
+    options_json: bytes
+    state_max_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[str] = ..., options_json: _Optional[bytes] = ..., state_max_bytes: _Optional[int] = ...) -> None: ...
 
 class InterruptRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -195,10 +217,12 @@ class DestroySandboxResponse(_message.Message):
     def __init__(self, destroyed: _Optional[bool] = ...) -> None: ...
 
 class SnapshotStateRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "max_bytes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    max_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class StateChunk(_message.Message):
     __slots__ = ("data", "last")

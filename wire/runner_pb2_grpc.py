@@ -168,7 +168,7 @@ class RunnerStub:
         self.Send = channel.unary_stream(
                 '/ash.runner.v1.Runner/Send',
                 request_serializer=wire_dot_runner__pb2.SendRequest.SerializeToString,
-                response_deserializer=wire_dot_runner__pb2.Event.FromString,
+                response_deserializer=wire_dot_runner__pb2.SessionEvent.FromString,
                 _registered_method=True)
         self.Interrupt = channel.unary_unary(
                 '/ash.runner.v1.Runner/Interrupt',
@@ -209,15 +209,19 @@ class RunnerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Session(self, request_iterator, context):
-        """Long-lived per-session stream: commands in, events out, many turns.
+        """Long-lived per-session stream: commands in, events out, many turns. Opened
+        once, when the sandbox is created or restored, so a turn opens no RPC. The
+        runner answers `open` with a `ready` event. After a turn's last agent event
+        it ships the session state as `state` chunks, then sends `done`. The runner
+        ends the stream when the sandbox exits or the runner shuts down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Send(self, request, context):
-        """One RPC per turn: send a prompt, stream that turn's events until `done`.
-        Kept beside Session to benchmark the two designs against each other.
+        """One RPC per turn: send a prompt, stream that turn's events (state chunks
+        included) until `done`. Kept beside Session to benchmark the two designs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,7 +278,7 @@ def add_RunnerServicer_to_server(servicer, server):
             'Send': grpc.unary_stream_rpc_method_handler(
                     servicer.Send,
                     request_deserializer=wire_dot_runner__pb2.SendRequest.FromString,
-                    response_serializer=wire_dot_runner__pb2.Event.SerializeToString,
+                    response_serializer=wire_dot_runner__pb2.SessionEvent.SerializeToString,
             ),
             'Interrupt': grpc.unary_unary_rpc_method_handler(
                     servicer.Interrupt,
@@ -383,7 +387,7 @@ class Runner:
             target,
             '/ash.runner.v1.Runner/Send',
             wire_dot_runner__pb2.SendRequest.SerializeToString,
-            wire_dot_runner__pb2.Event.FromString,
+            wire_dot_runner__pb2.SessionEvent.FromString,
             options,
             channel_credentials,
             insecure,

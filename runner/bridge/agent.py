@@ -91,9 +91,30 @@ def _read_config(path: Path) -> dict[str, Any]:
 def load_agent(backend: str, environ: Mapping[str, str]) -> AgentBackend:
     """The agent backend named `backend` (ASH_BACKEND), started on the agent folder."""
     if backend == "claude":
-        raise AgentLoadError("claude backend arrives with the real-SDK issue")
+        try:
+            from runner.bridge.claude_agent import ClaudeAgent
+        except ImportError as exc:
+            raise AgentLoadError(
+                f"the claude backend needs claude-agent-sdk (pip install '.[claude]'): {exc}"
+            ) from exc
+        return ClaudeAgent(load_context(environ))
     if backend != "mock":
         raise AgentLoadError(f"unknown agent backend {backend!r} (known: mock, claude)")
     from runner.bridge.mock_agent import MockAgent
 
     return MockAgent(load_context(environ))
+
+
+async def start_agent(agent: AgentBackend) -> None:
+    """Finish starting a backend that does more than its constructor (the Claude backend
+    starts its CLI here); the bridge sends `ready` after this. Raises AgentLoadError."""
+    start = getattr(agent, "start", None)
+    if start is not None:
+        await start()
+
+
+async def close_agent(agent: AgentBackend) -> None:
+    """Let a backend stop what it started (the Claude backend's CLI) before the bridge exits."""
+    close = getattr(agent, "close", None)
+    if close is not None:
+        await close()

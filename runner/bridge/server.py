@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 
 from runner.backend import EXEC_MAX_TIMEOUT, EXEC_OUTPUT_CAP
-from runner.bridge.agent import DEFAULT_BACKEND, AgentBackend, AgentLoadError, load_agent
+from runner.bridge.agent import (
+    DEFAULT_BACKEND,
+    AgentBackend,
+    AgentLoadError,
+    close_agent,
+    load_agent,
+    start_agent,
+)
 from runner.bridge.shell import run_shell
 from wire import events
 from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
@@ -188,14 +195,31 @@ async def run(environ: Mapping[str, str]) -> int:
     backend = environ.get("ASH_BACKEND") or DEFAULT_BACKEND
     try:
         agent = load_agent(backend, environ)
+        await start_agent(agent)
     except AgentLoadError as exc:
         print(f"ash-bridge: {exc}", file=sys.stderr)
         sock.close()
         return EXIT_CONFIG_ERROR
-    return await serve(sock, agent, backend)
+    try:
+        return await serve(sock, agent, backend)
+    finally:
+        await close_agent(agent)
+
+
+def close_inherited_fds(environ: Mapping[str, str]) -> None:
+    """Keep stdio and the bridge socket; close anything else a launcher left open (a
+    sandbox's setup pipes), so nothing reachable through /proc/<bridge>/fd is extra."""
+    try:
+        keep = int(environ["ASH_BRIDGE_FD"])
+    except (KeyError, ValueError):
+        return
+    if keep > 3:
+        os.closerange(3, keep)
+    os.closerange(max(keep + 1, 3), os.sysconf("SC_OPEN_MAX"))
 
 
 def main() -> int:
+    close_inherited_fds(os.environ)
     try:
         import uvloop
     except ImportError:

@@ -1,0 +1,281 @@
+"""Coordinator mode: no local sandboxes; each session lives on a registered runner.
+
+`Coordinator` is the Backend the gateway codes against in this mode. It places
+a new session on the least-loaded runner that is healthy and has free capacity
+(the seed's rule), preferring the session's previous runner on a resume, and
+routes every later call to that runner's `RemoteBackend`: one gRPC channel per
+runner. It also owns the registry's gRPC listener and reacts to runners coming
+and going (see `gateway.registry`).
+
+A cold resume restores the session's state from the gateway's `StateStore`
+(shipped there after every turn and on pause), so a session whose runner is
+lost continues on any other one (Strategy A).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from gateway.agent_bundles import AgentBundles
+from gateway.registry import Registry, RunnerState
+from gateway.remote_backend import TURN_RPC_SESSION, RemoteBackend, RunnerUnavailable
+from gateway.state_store import DEFAULT_MAX_BYTES, StateStore
+from gateway.store import Store
+from runner.backend import (
+    AgentSpec,
+    BackendError,
+    BackendStats,
+    ExecResult,
+    SandboxGone,
+    SandboxInfo,
+)
+from runner.grpc_transport import SERVER_OPTIONS, add_listener, join_address
+from wire import runner_pb2_grpc as pb_grpc
+from wire.events import Event
+from wire.internal_auth import SecretCheck
+
+log = logging.getLogger("ash.coordinator")
+
+REGISTRY_SERVICE = "ash.runner.v1.RunnerRegistry"
+
+
+class NoRunnerAvailable(BackendError):
+    """No registered runner can take a new sandbox now."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    secret: str
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 4101
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+    """CA that signed the runners' certificates; given, the gateway reaches them over TLS."""
+    heartbeat_interval: float = 10.0
+    """For runners that ask for none, and the grace for runners known before a restart."""
+    state_max_bytes: int = DEFAULT_MAX_BYTES
+    state_fsync: bool = False
+    turn_rpc: str = TURN_RPC_SESSION
+    gateway_id: str = "ash-gateway"
+
+
+class Coordinator:
+    def __init__(self, store: Store, data_dir: Path, settings: CoordinatorSettings) -> None:
+        self._store = store
+        self._states = StateStore(Path(data_dir) / "state", max_bytes=settings.state_max_bytes,
+                                  fsync=settings.state_fsync)
+        self._settings = settings
+        self._bundles = AgentBundles()
+        self._clients: dict[str, RemoteBackend] = {}
+        self._placement: dict[str, str] = {}
+        """Session id -> runner id, for the sessions with a sandbox placed by this process."""
+        self._placing: set[str] = set()
+        self._server: grpc.aio.Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.registry = Registry(store, self, default_interval=settings.heartbeat_interval,
+                                 gateway_id=settings.gateway_id)
+
+    async def start(self) -> str:
+        """Open the registry's gRPC listener and start the liveness sweep; its address."""
+        settings = self._settings
+        server = grpc.aio.server(interceptors=[SecretCheck(settings.secret)],
+                                 options=SERVER_OPTIONS)
+        pb_grpc.add_RunnerRegistryServicer_to_server(self.registry, server)
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        port = add_listener(server, join_address(settings.grpc_host, settings.grpc_port),
+                            settings.certfile, settings.keyfile)
+        await server.start()
+        await health.set(REGISTRY_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self.registry.start()
+        return join_address(settings.grpc_host, port)
+
+    # runners coming and going (RegistryListener)
+
+    def runner_registered(self, runner: RunnerState, held: Sequence[str]) -> list[str]:
+        client = self._clients.get(runner.id)
+        if client is None or client.target != runner.address or not client.accepting:
+            if client is not None:
+                client.lost("it registered again")
+            self._clients[runner.id] = RemoteBackend(
+                runner.id, runner.address, secret=self._settings.secret, states=self._states,
+                bundles=self._bundles, cafile=self._settings.cafile,
+                turn_rpc=self._settings.turn_rpc,
+            )
+        return [session_id for session_id in held if not self._routes_to(session_id, runner.id)]
+
+    def _routes_to(self, session_id: str, runner_id: str) -> bool:
+        """Whether the session may keep a sandbox on the runner: it is routed there, or
+        is being placed right now (its row does not say where yet)."""
+        if session_id in self._placing:
+            return True
+        row = self._store.get_session(session_id)
+        return row is not None and row.status != "ended" and row.runner_id == runner_id
+
+    def runner_lost(self, runner_id: str, reason: str) -> None:
+        client = self._clients.pop(runner_id, None)
+        if client is not None:
+            client.lost(reason)
+
+    def runner_left(self, runner_id: str) -> None:
+        """Its running turns finish where they are; it is no candidate for anything new."""
+        client = self._clients.get(runner_id)
+        if client is not None:
+            client.retire()
+
+    # placement
+
+    def _candidates(self, prefer: str | None) -> list[RemoteBackend]:
+        """Runners that may take a sandbox: `prefer` first, then least loaded first."""
+        ranked: list[tuple[bool, int, str, RemoteBackend]] = []
+        for runner in self.registry.runners():
+            client = self._clients.get(runner.id)
+            if not runner.accepting or client is None or not client.accepting:
+                continue
+            load = max(runner.active, client.placed)
+            if load < runner.max_sandboxes:
+                ranked.append((runner.id != prefer, load, runner.id, client))
+        ranked.sort(key=lambda entry: entry[:3])
+        return [entry[3] for entry in ranked]
+
+    def _why_none(self) -> str:
+        runners = self.registry.runners()
+        connected = [r for r in runners if r.link is not None]
+        if not connected:
+            return "no runner available: none is registered and connected"
+        states = ", ".join(
+            f"{r.id} {r.status if r.status != 'healthy' else 'full'}" for r in connected
+        )
+        return (f"no runner available: {len(connected)} connected, none healthy with free "
+                f"capacity ({states})")
+
+    def runner_sessions(self, runner_id: str) -> int:
+        """Sandboxes this gateway holds on the runner."""
+        client = self._clients.get(runner_id)
+        return client.placed if client is not None else 0
+
+    # Backend
+
+    async def create(
+        self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
+    ) -> SandboxInfo:
+        """Place the session (its previous runner first, if it can take it) and start it.
+
+        Without `state`, the state stored for the session (if any) is restored.
+        """
+        row = self._store.get_session(session_id)
+        previous = row.runner_id if row is not None else None
+        candidates = self._candidates(previous)
+        if not candidates:
+            raise NoRunnerAvailable(self._why_none())
+        if state is None:
+            state = await self._states.load(session_id)
+        refusals: list[str] = []
+        self._placing.add(session_id)
+        try:
+            for client in candidates:
+                try:
+                    info = await client.create(session_id, agent, state=state)
+                except RunnerUnavailable as exc:
+                    refusals.append(str(exc))
+                    continue
+                self._placement[session_id] = client.runner_id
+                if previous is not None and previous != client.runner_id:
+                    self._release(previous, session_id)
+                return info
+        finally:
+            self._placing.discard(session_id)
+        raise NoRunnerAvailable(f"no runner could take the session: {'; '.join(refusals)}")
+
+    def _release(self, runner_id: str, session_id: str) -> None:
+        """The session moved: drop what its old runner may still hold of it."""
+        client = self._clients.get(runner_id)
+        if client is None:
+            return
+        task = asyncio.get_running_loop().create_task(client.destroy(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not release a moved session: %s", task.exception())
+
+    def _client(self, session_id: str) -> RemoteBackend | None:
+        runner_id = self._placement.get(session_id)
+        return self._clients.get(runner_id) if runner_id is not None else None
+
+    def is_alive(self, session_id: str) -> bool:
+        client = self._client(session_id)
+        return client is not None and client.is_alive(session_id)
+
+    def send(
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+    ) -> AsyncGenerator[Event, None]:
+        client = self._client(session_id)
+        if client is None:
+            return _no_sandbox(session_id)
+        return client.send(session_id, prompt, options)
+
+    async def interrupt(self, session_id: str) -> None:
+        client = self._client(session_id)
+        if client is not None:
+            await client.interrupt(session_id)
+
+    async def exec(self, session_id: str, command: str, time_limit: float) -> ExecResult:
+        return await self._live_client(session_id).exec(session_id, command, time_limit)
+
+    async def destroy(self, session_id: str, *, keep_workspace: bool = False) -> None:
+        runner_id = self._placement.pop(session_id, None)
+        if runner_id is None:
+            row = self._store.get_session(session_id)
+            runner_id = row.runner_id if row is not None else None
+        client = self._clients.get(runner_id) if runner_id is not None else None
+        if client is not None:
+            await client.destroy(session_id, keep_workspace=keep_workspace)
+        if not keep_workspace:
+            self._states.delete(session_id)
+
+    async def snapshot(self, session_id: str) -> bytes:
+        return await self._live_client(session_id).snapshot(session_id)
+
+    async def checkpoint(self, session_id: str) -> None:
+        client = self._client(session_id)
+        if client is not None:
+            await client.checkpoint(session_id)
+
+    def stats(self) -> BackendStats:
+        totals = [client.stats() for client in self._clients.values()]
+        return BackendStats(sandboxes=sum(s.sandboxes for s in totals),
+                            busy=sum(s.busy for s in totals))
+
+    async def close(self) -> None:
+        """Stop the registry and drop the channels; runners keep their sandboxes."""
+        await self.registry.close()
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+        clients = list(self._clients.values())
+        self._clients.clear()
+        await asyncio.gather(*(client.close() for client in clients))
+
+    def _live_client(self, session_id: str) -> RemoteBackend:
+        client = self._client(session_id)
+        if client is None:
+            raise SandboxGone(f"session {session_id} has no live sandbox")
+        return client
+
+
+async def _no_sandbox(session_id: str) -> AsyncGenerator[Event, None]:
+    raise SandboxGone(f"session {session_id} has no live sandbox")
+    yield  # an async generator, like every other `send`

@@ -1,0 +1,447 @@
+"""The Claude backend: the real Claude Agent SDK, driving the `claude` CLI its wheel bundles.
+
+One `ClaudeSDKClient` — one CLI process — lives as long as the bridge. It connects when
+the bridge starts, before `ready`, so a turn costs the model's first token plus
+milliseconds instead of a CLI start. The agent's CLAUDE.md is the system prompt, the
+workspace (HOME) is the working directory, and tools run without asking: the sandbox
+is the boundary.
+
+The CLI keeps the conversation in HOME (`~/.claude/projects/...`), which travels with
+the session's state; the SDK session id is kept beside it in `~/.ash/claude/session.json`,
+so a bridge started on restored state resumes the same conversation.
+
+Model endpoint and key: `ASH_MODEL_BASE_URL` / `ASH_MODEL_API_KEY` when the runner sets
+them (the model proxy will), else `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from the
+agent's `env` — the CLI reads both from its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, CLIConnectionError
+
+from runner.bridge.agent import SYSTEM_PROMPT_FILE, AgentContext, AgentLoadError, Emit
+from wire import events
+
+SESSION_FILE = Path(".ash") / "claude" / "session.json"
+PERMISSION_MODES = frozenset({"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"})
+DEFAULT_CONNECT_TIMEOUT = 60.0
+CLOSE_TIMEOUT = 3.0
+
+QUIET_CLI_ENV = {
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "IS_SANDBOX": "1",
+}
+"""No update checks, telemetry or other traffic besides model calls; IS_SANDBOX lets the
+CLI skip permission prompts when the sandbox's user is root. The agent's env may override."""
+
+CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                   "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX")
+
+
+class ClaudeAgentError(Exception):
+    """The CLI failed in a way that ends the turn; the bridge reports it as an `error` event."""
+
+
+def _positive_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeSettings:
+    """The agent's `claude` section of agent.json, checked."""
+
+    model: str | None = None
+    max_turns: int | None = None
+    permission_mode: str = "bypassPermissions"
+    cli_path: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    @classmethod
+    def resolve(cls, config: Mapping[str, Any], environ: Mapping[str, str]) -> ClaudeSettings:
+        """`{"claude": {"model", "maxTurns", "permissionMode"}}`; ASH_CLAUDE_CLI names a CLI."""
+        claude = config.get("claude") or {}
+        if not isinstance(claude, dict):
+            raise AgentLoadError("agent config `claude` must be an object")
+        mode = claude.get("permissionMode", "bypassPermissions")
+        if mode not in PERMISSION_MODES:
+            raise AgentLoadError(f"claude.permissionMode must be one of {sorted(PERMISSION_MODES)}")
+        max_turns = claude.get("maxTurns")
+        if max_turns is not None and _positive_int(max_turns) is None:
+            raise AgentLoadError("claude.maxTurns must be a positive integer")
+        return cls(model=_text(claude.get("model")), max_turns=_positive_int(max_turns),
+                   permission_mode=mode, cli_path=_text(environ.get("ASH_CLAUDE_CLI")))
+
+
+def cli_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What the CLI gets on top of the bridge's environment (which it inherits)."""
+    env = {name: value for name, value in QUIET_CLI_ENV.items() if name not in environ}
+    if base_url := environ.get("ASH_MODEL_BASE_URL"):
+        env["ANTHROPIC_BASE_URL"] = base_url
+    if api_key := environ.get("ASH_MODEL_API_KEY"):
+        env["ANTHROPIC_API_KEY"] = api_key
+    return env
+
+
+def has_credentials(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name) for name in ("ASH_MODEL_API_KEY", *CREDENTIAL_VARS))
+
+
+@dataclass(slots=True)
+class SavedSession:
+    """What outlives the bridge besides the CLI's own files: which conversation is ours."""
+
+    session_id: str | None = None
+    turns: int = 0
+
+
+def load_saved(path: Path) -> SavedSession:
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return SavedSession()
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"ash-bridge: ignoring unreadable {path}: {exc}", file=sys.stderr)
+        return SavedSession()
+    if not isinstance(raw, dict):
+        return SavedSession()
+    return SavedSession(_text(raw.get("session_id")), _positive_int(raw.get("turns")) or 0)
+
+
+def save_session(path: Path, saved: SavedSession) -> None:
+    """Replace the file atomically, so a kill mid-write leaves the previous one intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_bytes(orjson.dumps(asdict(saved)))
+    os.replace(temp, path)
+
+
+def has_transcript(home: Path, session_id: str) -> bool:
+    """Whether the CLI's conversation file for `session_id` is in HOME (any project dir:
+    the CLI finds it there even when the workspace path changed)."""
+    return any((home / ".claude" / "projects").glob(f"*/{session_id}.jsonl"))
+
+
+@dataclass(slots=True)
+class TurnState:
+    """One turn's progress, as read from the CLI's messages."""
+
+    max_turns: int | None
+    model_calls: set[str] = field(default_factory=set)
+    """Ids of the main thread's model responses so far (one per API call)."""
+    stop_reason: str | None = None
+    """Set when the backend itself ends the turn early: "interrupted" or "max_turns"."""
+
+
+def _tool_events(raw: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """`tool_use` events of an assistant message, `tool_result` events of a user message."""
+    message = raw.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    found = []
+    parent = raw.get("parent_tool_use_id")
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if raw.get("type") == "assistant" and block.get("type") == "tool_use":
+            payload = {"id": block.get("id"), "name": block.get("name"),
+                       "input": block.get("input")}
+            kind = events.TOOL_USE
+        elif raw.get("type") == "user" and block.get("type") == "tool_result":
+            payload = {"tool_use_id": block.get("tool_use_id"), "content": block.get("content"),
+                       "is_error": bool(block.get("is_error"))}
+            kind = events.TOOL_RESULT
+        else:
+            continue
+        if parent is not None:
+            payload["parent_tool_use_id"] = parent
+        found.append((kind, orjson.dumps(payload)))
+    return found
+
+
+def delta_event(raw: Mapping[str, Any]) -> tuple[str, bytes] | None:
+    """The `text_delta` / `thinking_delta` of a main-thread partial stream event."""
+    if raw.get("parent_tool_use_id") is not None:
+        return None
+    event = raw.get("event")
+    if not isinstance(event, dict) or event.get("type") != "content_block_delta":
+        return None
+    delta = event.get("delta") or {}
+    if delta.get("type") == "text_delta":
+        return events.TEXT_DELTA, orjson.dumps({"text": delta.get("text", "")})
+    if delta.get("type") == "thinking_delta":
+        return events.THINKING_DELTA, orjson.dumps({"thinking": delta.get("thinking", "")})
+    return None
+
+
+def result_error(result: Mapping[str, Any]) -> str:
+    errors = result.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e) for e in errors)
+    return _text(result.get("result")) or str(result.get("subtype") or "unknown error")
+
+
+async def _raw_messages(client: ClaudeSDKClient) -> AsyncIterator[dict[str, Any]]:
+    """The CLI's messages as it sent them. The typed `receive_messages()` rebuilds each one
+    as a dataclass and drops fields; ours pass through to the client as the CLI's JSON."""
+    query = client._query
+    if query is None:
+        raise CLIConnectionError("not connected")
+    async with contextlib.aclosing(query.receive_messages()) as messages:
+        async for raw in messages:
+            yield raw
+
+
+class ClaudeAgent:
+    """The AgentBackend over one live CLI: turns go to it in order, `interrupt` reaches the
+    running one, and a CLI that dies is replaced on the same conversation at the next turn."""
+
+    def __init__(self, context: AgentContext) -> None:
+        if not has_credentials(context.environ):
+            raise AgentLoadError(
+                "the claude backend needs model credentials: ANTHROPIC_API_KEY (and "
+                "ANTHROPIC_BASE_URL for another endpoint) in the agent's env, or the runner's")
+        self._context = context
+        self._settings = ClaudeSettings.resolve(context.config, context.environ)
+        self._session_path = context.home / SESSION_FILE
+        self._saved = load_saved(self._session_path)
+        self._client: ClaudeSDKClient | None = None
+        self._connecting: asyncio.Task[ClaudeSDKClient] | None = None
+        self._model = self._settings.model
+        self._interrupt_requested = False
+        self._query_sent = False
+        self._interrupting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the CLI now rather than at the first turn; raises AgentLoadError if it cannot."""
+        try:
+            await self._connected()
+        except Exception as exc:
+            raise AgentLoadError(f"claude CLI did not start: {exc}") from exc
+
+    async def close(self) -> None:
+        """Stop the CLI: end of input first, so it exits on its own with its files written."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.disconnect()
+
+    def interrupt(self) -> None:
+        self._interrupt_requested = True
+        if self._query_sent:
+            self._send_interrupt()
+
+    async def run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        try:
+            return await self._run_turn(prompt, options, emit)
+        finally:
+            self._interrupt_requested = False
+            self._query_sent = False
+
+    # --- the CLI process ------------------------------------------------------------
+
+    async def _connected(self) -> ClaudeSDKClient:
+        if self._client is not None:
+            return self._client
+        connecting = self._connecting
+        if connecting is None:
+            connecting = self._connecting = asyncio.create_task(self._connect())
+        try:
+            self._client = await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+        return self._client
+
+    async def _connect(self) -> ClaudeSDKClient:
+        home = self._context.home
+        resume = self._saved.session_id
+        if resume and not has_transcript(home, resume):
+            print(f"ash-bridge: conversation {resume} is not in {home}/.claude; "
+                  "starting a new one", file=sys.stderr)
+            resume = None
+        try:
+            return await self._start_client(resume)
+        except Exception as exc:
+            if resume is None:
+                raise
+            print(f"ash-bridge: resuming conversation {resume} failed ({exc}); "
+                  "starting a new one", file=sys.stderr)
+            return await self._start_client(None)
+
+    async def _start_client(self, resume: str | None) -> ClaudeSDKClient:
+        options = ClaudeAgentOptions(
+            cwd=str(self._context.home),
+            system_prompt={"type": "file",
+                           "path": str(self._context.agent_dir / SYSTEM_PROMPT_FILE)},
+            permission_mode=self._settings.permission_mode,  # type: ignore[arg-type]
+            include_partial_messages=True,
+            model=self._settings.model,
+            env=cli_env(self._context.environ),
+            resume=resume,
+            cli_path=self._settings.cli_path,
+        )
+        client = ClaudeSDKClient(options)
+        async with asyncio.timeout(self._settings.connect_timeout):
+            await client.connect()
+        self._model = self._settings.model
+        return client
+
+    def _drop_client(self) -> None:
+        """Forget a client that failed; the next turn starts a new CLI on the same conversation."""
+        client, self._client = self._client, None
+        if client is not None:
+            asyncio.get_running_loop().create_task(_disconnect_quietly(client))
+
+    def _send_interrupt(self) -> None:
+        client = self._client
+        if client is None or (self._interrupting and not self._interrupting.done()):
+            return
+        self._interrupting = asyncio.get_running_loop().create_task(_interrupt(client))
+
+    # --- one turn -------------------------------------------------------------------
+
+    async def _run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        client = await self._connected()
+        self._saved.turns += 1
+        state = TurnState(_positive_int(options.get("maxTurns")) or self._settings.max_turns)
+        if self._interrupt_requested:
+            save_session(self._session_path, self._saved)
+            await emit(events.TURN_COMPLETE, orjson.dumps({
+                "turn": self._saved.turns, "stop_reason": "interrupted",
+                "session_id": self._saved.session_id}))
+            return "interrupted"
+        try:
+            client = await self._send(client, prompt, _text(options.get("model")))
+            async for raw in _raw_messages(client):
+                if raw.get("type") == "result":
+                    return await self._finish(raw, state, emit)
+                await self._forward(raw, state, emit)
+        except ConnectionError:
+            raise
+        except Exception:
+            self._drop_client()
+            raise
+        self._drop_client()
+        raise ClaudeAgentError("the claude CLI exited before the turn ended")
+
+    async def _send(self, client: ClaudeSDKClient, prompt: str, model: str | None
+                    ) -> ClaudeSDKClient:
+        """Send the prompt; a CLI that died since the last turn is replaced first."""
+        try:
+            await self._use_model(client, model)
+            await client.query(prompt)
+        except CLIConnectionError:
+            self._drop_client()
+            client = await self._connected()
+            await self._use_model(client, model)
+            await client.query(prompt)
+        self._query_sent = True
+        if self._interrupt_requested:
+            self._send_interrupt()
+        return client
+
+    async def _use_model(self, client: ClaudeSDKClient, model: str | None) -> None:
+        wanted = model or self._settings.model
+        if wanted != self._model:
+            await client.set_model(wanted)
+            self._model = wanted
+
+    async def _forward(self, raw: dict[str, Any], state: TurnState, emit: Emit) -> None:
+        kind = raw.get("type")
+        if self._interrupt_requested and kind in ("stream_event", "assistant"):
+            self._send_interrupt()  # the CLI may have read the prompt after the last one
+        if state.stop_reason is None and self._interrupt_requested:
+            state.stop_reason = "interrupted"
+        if state.stop_reason is not None and kind in ("stream_event", "assistant"):
+            return
+        self._note_session(raw)
+        if kind == "stream_event":
+            delta = delta_event(raw)
+            if delta is not None:
+                await emit(*delta)
+            return
+        await emit(events.MESSAGE, orjson.dumps(raw))
+        tool_events = _tool_events(raw)
+        for event in tool_events:
+            await emit(*event)
+        if kind == "assistant" and raw.get("parent_tool_use_id") is None:
+            message_id = (raw.get("message") or {}).get("id")
+            if message_id:
+                state.model_calls.add(message_id)
+        elif (kind == "user" and tool_events and state.max_turns is not None
+              and len(state.model_calls) >= state.max_turns):
+            state.stop_reason = "max_turns"  # tool results would start one model call too many
+            self._send_interrupt()
+
+    def _note_session(self, raw: Mapping[str, Any]) -> None:
+        session_id = raw.get("session_id")
+        if isinstance(session_id, str) and session_id and session_id != self._saved.session_id:
+            self._saved.session_id = session_id
+            save_session(self._session_path, self._saved)
+
+    async def _finish(self, result: dict[str, Any], state: TurnState, emit: Emit) -> str:
+        """`turn_complete` from the CLI's result, after an `error` event if the turn failed."""
+        self._note_session(result)
+        save_session(self._session_path, self._saved)
+        failed = bool(result.get("is_error"))
+        if state.stop_reason is None and failed and self._interrupt_requested:
+            state.stop_reason = "interrupted"  # the CLI reports an aborted turn as an error
+        if state.stop_reason is not None:
+            stop_reason, failed = state.stop_reason, False
+            status = "interrupted" if stop_reason == "interrupted" else "ok"
+        elif failed:
+            stop_reason = status = "error"
+            await emit(events.ERROR, orjson.dumps({
+                "error": result_error(result), "code": "model_error",
+                "api_error_status": result.get("api_error_status"),
+                "terminal_reason": result.get("terminal_reason")}))
+        else:
+            stop_reason, status = result.get("stop_reason") or "end_turn", "ok"
+        await emit(events.TURN_COMPLETE, orjson.dumps({
+            "turn": self._saved.turns,
+            "stop_reason": stop_reason,
+            "is_error": failed,
+            "session_id": result.get("session_id") or self._saved.session_id,
+            "usage": result.get("usage"),
+            "num_turns": result.get("num_turns"),
+            "duration_ms": result.get("duration_ms"),
+            "duration_api_ms": result.get("duration_api_ms"),
+            "total_cost_usd": result.get("total_cost_usd"),
+        }))
+        return status
+
+
+async def _interrupt(client: ClaudeSDKClient) -> None:
+    try:
+        await client.interrupt()
+    except Exception as exc:
+        print(f"ash-bridge: interrupt failed: {exc}", file=sys.stderr)
+
+
+async def _disconnect_quietly(client: ClaudeSDKClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await client.disconnect()
