@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import h2.exceptions
 
+from bench.h2_client import RawH2Client
 from tests.gateway_process import GatewayProcess
-from tests.h2_raw import RawH2Client
 
 
 def auth_headers(gateway: GatewayProcess) -> list[tuple[str, str]]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.h2_client import RawH2Client
 from tests.conftest import create_session, deploy, make_client, send_message
 from tests.gateway_process import GatewayProcess, bridge_pids, kill_bridge
-from tests.h2_raw import RawH2Client
 from tests.sse_client import parse_sse, reply_text
 
 

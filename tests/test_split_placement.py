@@ -13,8 +13,8 @@ import grpc
 import httpx
 import pytest
 
+from bench.h2_client import RawH2Client
 from tests.conftest import create_session, deploy, make_agent_folder, send_message
-from tests.h2_raw import RawH2Client
 from tests.split_cluster import Cluster, session_of
 from tests.sse_client import reply_text
 from wire import runner_pb2 as pb

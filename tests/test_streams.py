@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.h2_client import RawH2Client
 from tests.conftest import create_session, deploy, make_client, send_message
 from tests.gateway_process import GatewayProcess
-from tests.h2_raw import RawH2Client
 from tests.sse_client import SseEvent, parse_sse
 
 

@@ -1,4 +1,4 @@
-"""A minimal blocking HTTP/2 client on h2, for tests that need frame-level control."""
+"""A minimal blocking HTTP/2 client on h2 with frame-level control, for tests and bench."""
 
 from __future__ import annotations
 
