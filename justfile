@@ -11,6 +11,12 @@ run *ARGS:
 test *ARGS:
     python -m pytest "$@"
 
+# The benchmarks: hop cost (standalone vs via a runner), sandbox spawn cost, stream throughput.
+bench *ARGS:
+    python -m bench.hop "$@"
+    python -m bench.spawn
+    python -m bench.stream --via-runner
+
 # Regenerate wire/runner_pb2*.py(i) from wire/runner.proto.
 proto:
     python scripts/gen_proto.py
