@@ -162,7 +162,7 @@ class RemoteBackend:
             info = SandboxInfo(
                 sandbox_id=response.sandbox_id, session_id=session_id, pid=response.pid,
                 workspace=response.workspace, restored=response.restored or response.attached,
-                runner_id=self.runner_id,
+                runner_id=self.runner_id, agent_backend=response.agent_backend,
             )
             try:
                 await self._open(info)

@@ -96,8 +96,11 @@ async def delete_agent(gw: Gateway, req: Request) -> Response:
 async def create_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     name = agents.validate_agent_name(string_field(body, "agent") or "")
-    row = await gw.sessions.create(name)
-    return json_response({"session": session_json(row)}, 201)
+    row, notice = await gw.sessions.create(name)
+    body = {"session": session_json(row)}
+    if notice:
+        body["notice"] = notice
+    return json_response(body, 201)
 
 
 async def list_sessions(gw: Gateway, req: Request) -> Response:

@@ -24,7 +24,7 @@ from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import SessionRow, Store
-from runner.backend import Backend, BackendError, ExecResult
+from runner.backend import Backend, BackendError, ExecResult, SandboxInfo
 from wire import events, sse
 
 log = logging.getLogger("ash.sessions")
@@ -80,19 +80,28 @@ class SessionService:
 
     # lifecycle
 
-    async def create(self, agent_name: str) -> SessionRow:
+    async def create(self, agent_name: str) -> tuple[SessionRow, str | None]:
+        """A new session with a ready sandbox, and a notice for the client, if any."""
         agent = self.store.get_agent(agent_name)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
         session_id = str(uuid.uuid4())
         self.store.insert_session(session_id, agent.name, agent.version, self.runner_id)
         try:
-            return await self._start_sandbox(session_id, agent_name)
+            row, info = await self._start_sandbox(session_id, agent_name)
         except BackendError as exc:
             self.store.delete_session(session_id)
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc
+        notice = None
+        if "backend" not in agent_spec(agent).config and info.agent_backend == "mock":
+            notice = (f"agent {agent_name} names no backend and the runner has no model "
+                      "credentials (ANTHROPIC_API_KEY): this session runs the mock agent")
+            log.info("session %s: %s", session_id, notice)
+        return row, notice
 
-    async def _start_sandbox(self, session_id: str, agent_name: str) -> SessionRow:
+    async def _start_sandbox(
+        self, session_id: str, agent_name: str
+    ) -> tuple[SessionRow, SandboxInfo]:
         agent = self.store.get_agent(agent_name)
         if agent is None:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
@@ -104,7 +113,7 @@ class SessionService:
             error=None,
         )
         assert row is not None
-        return row
+        return row, info
 
     async def pause(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)
@@ -143,7 +152,8 @@ class SessionService:
         try:
             if row.sandbox_id:
                 self.store.end_sandbox(row.sandbox_id, "dead")
-            return await self._start_sandbox(row.id, row.agent)
+            started, _ = await self._start_sandbox(row.id, row.agent)
+            return started
         except BackendError as exc:
             self.store.update_session(row.id, status="error", sandbox_id=None, error=str(exc))
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc

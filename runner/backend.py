@@ -34,6 +34,8 @@ class SandboxInfo:
     """True when the workspace came from earlier state (cold resume), not fresh."""
     runner_id: str | None = None
     """The runner holding the sandbox (coordinator mode); None when it is in-process."""
+    agent_backend: str = ""
+    """The agent backend the bridge runs (`mock`, `claude`), from its `ready`."""
 
 
 @dataclass(frozen=True, slots=True)

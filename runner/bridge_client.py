@@ -12,12 +12,13 @@ import asyncio
 import secrets
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
 
 from wire.bridge import FrameDecoder, FrameError, encode_frame
-from wire.events import EXEC, EXEC_RESULT, Event
+from wire.events import EXEC, EXEC_RESULT, MODEL_CANCEL, MODEL_REQUEST, Event
 
 PAUSE_AT = 256
 """Queued events at which the socket stops being read."""
@@ -34,6 +35,8 @@ class _BridgeProtocol(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.exec_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         """`exec` commands awaiting their `exec_result`, by id (they bypass the event queue)."""
+        self.model_handler: Callable[[Event], None] | None = None
+        """Takes `model_request`/`model_cancel` frames (the model proxy); they bypass the queue."""
         self._decoder = FrameDecoder()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +53,9 @@ class _BridgeProtocol(asyncio.Protocol):
         for frame in frames:
             if frame.type == EXEC_RESULT:
                 self._answer_exec(frame.data)
+            elif frame.type in (MODEL_REQUEST, MODEL_CANCEL):
+                if self.model_handler is not None:
+                    self.model_handler(frame)
             else:
                 self.events.append(frame)
         if len(self.events) >= PAUSE_AT and not self.paused:
@@ -87,10 +93,13 @@ class BridgeClient:
         self._protocol = protocol
 
     @classmethod
-    async def connect(cls, sock: socket.socket) -> BridgeClient:
-        """Wrap the runner's end of a connected socketpair."""
+    async def connect(cls, sock: socket.socket,
+                      model_handler: Callable[[Event], None] | None = None) -> BridgeClient:
+        """Wrap the runner's end of a connected socketpair; `model_handler` gets the bridge's
+        model proxy frames."""
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_unix_connection(_BridgeProtocol, sock=sock)
+        protocol.model_handler = model_handler
         return cls(transport, protocol)
 
     @property

@@ -452,7 +452,8 @@ def state_chunks(state: bytes) -> list[pb.StateChunk]:
 def _created(info: SandboxInfo, *, attached: bool) -> pb.CreateSandboxResponse:
     return pb.CreateSandboxResponse(sandbox_id=info.sandbox_id, pid=info.pid,
                                     restored=info.restored and not attached,
-                                    attached=attached, workspace=info.workspace)
+                                    attached=attached, workspace=info.workspace,
+                                    agent_backend=info.agent_backend)
 
 
 async def _fail(context: grpc.aio.ServicerContext, exc: BackendError) -> None:

@@ -40,6 +40,7 @@ from runner.backend import (
 )
 from runner.bridge_client import BridgeClient
 from runner.isolation import Isolation, create_isolation, mode_from_env
+from runner.model_proxy import ModelProxy, ModelUpstream
 from runner.sandbox import BridgeProcess, BridgeSettings, SandboxSpec, spawn_bridge
 from runner.workspace_state import pack_workspace
 from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
@@ -63,6 +64,7 @@ class _Sandbox:
     """A `send` owns the bridge: its turn, or its wait for the previous turn's drain."""
     draining: asyncio.Task[None] | None = None
     """An abandoned turn being interrupted and read to its `done`."""
+    proxy: ModelProxy | None = None
 
     @property
     def alive(self) -> bool:
@@ -81,11 +83,14 @@ class LocalBackend:
         stop_timeout: float = 2.0,
         drain_timeout: float = 10.0,
         isolation: Isolation | None = None,
+        model_upstream: ModelUpstream | None = None,
     ) -> None:
         """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables, `isolation`
         to the one ASH_SANDBOX names (bwrap unless it says none); SandboxUnavailable if the
-        host cannot provide it."""
+        host cannot provide it. `model_upstream` (default: the host's ANTHROPIC_API_KEY and
+        ANTHROPIC_BASE_URL) is where sandboxes' model calls go, through the model proxy."""
         self._data_dir = Path(data_dir)
+        self._upstream = model_upstream or ModelUpstream.from_env()
         self._settings = settings if settings is not None else BridgeSettings.from_env()
         self._isolation = isolation or create_isolation(mode_from_env(), self._data_dir)
         self._ready_timeout = ready_timeout
@@ -109,7 +114,9 @@ class LocalBackend:
     async def create(
         self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
     ) -> SandboxInfo:
-        spec = SandboxSpec(session_id, agent, self.sandbox_dir(session_id), self._settings)
+        token = secrets.token_urlsafe(24) if self._upstream is not None else None
+        spec = SandboxSpec(session_id, agent, self.sandbox_dir(session_id), self._settings,
+                           model_token=token)
         if session_id in self._starting or self.is_alive(session_id):
             raise BackendError(f"session {session_id} already has a sandbox")
         self._starting.add(session_id)
@@ -134,8 +141,17 @@ class LocalBackend:
         """Spawn the bridge and wait for its `ready`; on any failure the bridge is gone."""
         bridge = await spawn_bridge(spec, self._isolation)
         client: BridgeClient | None = None
+        proxy: ModelProxy | None = None
         try:
-            client = await BridgeClient.connect(bridge.sock)
+            if self._upstream is not None and spec.model_token is not None:
+
+                def to_bridge(kind: str, payload: bytes) -> None:
+                    if client is not None:
+                        client.send(kind, payload)
+
+                proxy = ModelProxy(self._upstream, spec.model_token, to_bridge)
+            client = await BridgeClient.connect(
+                bridge.sock, proxy.on_frame if proxy is not None else None)
             try:
                 async with asyncio.timeout(self._ready_timeout):
                     first = await client.next_event()
@@ -150,6 +166,7 @@ class LocalBackend:
                 raise SandboxStartError(f"bridge exited with code {code}: {reason}")
             if first.type != events.READY:
                 raise SandboxStartError(f"bridge sent {first.type!r} before ready")
+            agent_backend = str(orjson.loads(first.data).get("backend", ""))
         except BaseException:
             await self._reap(bridge, kill=True)
             await self._isolation.release_bridge(bridge)
@@ -157,6 +174,8 @@ class LocalBackend:
                 client.close()
             else:
                 bridge.sock.close()
+            if proxy is not None:
+                await proxy.close()
             raise
         info = SandboxInfo(
             sandbox_id=f"sbx_{secrets.token_hex(8)}",
@@ -164,8 +183,9 @@ class LocalBackend:
             pid=bridge.pid,
             workspace=str(spec.workspace),
             restored=restored,
+            agent_backend=agent_backend,
         )
-        return _Sandbox(spec, info, bridge, client)
+        return _Sandbox(spec, info, bridge, client, proxy=proxy)
 
     def is_alive(self, session_id: str) -> bool:
         sandbox = self._sandboxes.get(session_id)
@@ -192,6 +212,8 @@ class LocalBackend:
         sandbox.client.send(events.SHUTDOWN)
         await self._reap(sandbox.bridge)
         sandbox.client.close()
+        if sandbox.proxy is not None:
+            await sandbox.proxy.close()
         await self._isolation.release_bridge(sandbox.bridge)
         await self._isolation.release_workspace(sandbox.spec)
 

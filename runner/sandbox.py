@@ -39,6 +39,9 @@ LOG_CAP = 1024 * 1024
 BRIDGE_COMMAND = (sys.executable, "-P", "-m", "runner.bridge")
 """`-P`: never put the working directory (the agent's workspace) on the bridge's import path."""
 WORKSPACE_DIR = "workspace"
+MODEL_PROXY_PORT = 4180
+"""The bridge's model relay port in a sandbox's own network namespace (0, any free port,
+for a plain process, which shares the host's)."""
 LOG_FILE = "bridge.log"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -67,7 +70,8 @@ class BridgeSettings:
                 raise ValueError(f"{name} must be a number, not {raw!r}") from None
 
         return cls(
-            agent_backend=environ.get("ASH_BACKEND") or "mock",
+            agent_backend=environ.get("ASH_BACKEND")
+            or ("claude" if environ.get("ANTHROPIC_API_KEY") else "mock"),
             mock_first_token_ms=number("ASH_MOCK_FIRST_TOKEN_MS", float),
             mock_token_interval_ms=number("ASH_MOCK_TOKEN_INTERVAL_MS", float),
             mock_tokens=number("ASH_MOCK_TOKENS", int),
@@ -91,6 +95,9 @@ class SandboxSpec:
     sandbox_dir: Path
     """Holds `workspace/` (the bridge's HOME and cwd) and `bridge.log`, outside it."""
     settings: BridgeSettings = field(default_factory=BridgeSettings)
+    model_token: str | None = None
+    """The per-session token the bridge's model relay presents, when the runner proxies
+    model calls; the real key never reaches the bridge."""
 
     @property
     def workspace(self) -> Path:
@@ -238,6 +245,13 @@ def bridge_env(
         "ASH_AGENT_DIR": bwrap.AGENT_DIR if sandboxed else os.path.abspath(spec.agent.path),
         "ASH_BACKEND": spec.backend,
     })
+    if spec.model_token is not None:
+        port = MODEL_PROXY_PORT if sandboxed else 0
+        env.update({
+            "ASH_MODEL_PROXY": "1",
+            "ASH_MODEL_BASE_URL": f"http://127.0.0.1:{port}",
+            "ASH_MODEL_API_KEY": spec.model_token,
+        })
     return env
 
 

@@ -90,8 +90,11 @@ class RunnerProcess:
 class Cluster:
     """A coordinator gateway and the runners a test starts against it."""
 
-    def __init__(self, root: Path, gateway_args: list[str] | None = None) -> None:
+    def __init__(self, root: Path, gateway_args: list[str] | None = None,
+                 heartbeat: float = HEARTBEAT) -> None:
+        """`heartbeat`: a longer interval for tests whose sandboxes load the machine."""
         self.root = root
+        self.heartbeat = heartbeat
         self.grpc_port = free_port()
         self.gateway_args = gateway_args or []
         self.gateway = self._gateway()
@@ -101,7 +104,7 @@ class Cluster:
         return GatewayProcess(
             self.root / "gateway",
             extra_args=["--mode", "coordinator", "--grpc-port", str(self.grpc_port),
-                        "--heartbeat-interval", str(HEARTBEAT), *self.gateway_args],
+                        "--heartbeat-interval", str(self.heartbeat), *self.gateway_args],
             extra_env={"ASH_INTERNAL_SECRET": SECRET},
         )
 
@@ -121,6 +124,7 @@ class Cluster:
         return started
 
     def add_runner(self, runner_id: str, **options: Any) -> RunnerProcess:
+        options.setdefault("heartbeat", self.heartbeat)
         runner = RunnerProcess(runner_id, self.grpc_address, self.root / runner_id, **options)
         self.runners[runner_id] = runner.start()
         return runner

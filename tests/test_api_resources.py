@@ -141,3 +141,17 @@ def test_coordinator_mode_is_refused_clearly_without_the_internal_secret() -> No
                             capture_output=True, text=True, timeout=30, env=_without_ash_env())
     assert result.returncode == 2
     assert "coordinator mode needs ASH_INTERNAL_SECRET" in result.stderr
+
+
+def test_agent_without_a_backend_falls_back_to_mock_with_a_notice(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "data", extra_env={"ANTHROPIC_API_KEY": ""}).start()
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "unset", make_agent_folder(tmp_path, "unset", {"mock": {}}))
+            deploy(client, "chosen", make_agent_folder(tmp_path, "chosen", {"backend": "mock"}))
+            fallback = client.post("/api/sessions", json={"agent": "unset"}).json()
+            chosen = client.post("/api/sessions", json={"agent": "chosen"}).json()
+        assert "runs the mock agent" in fallback["notice"]
+        assert "notice" not in chosen
+    finally:
+        gateway.stop()

@@ -1,9 +1,8 @@
 """The Claude backend: the real Claude Agent SDK and its bundled CLI, through a real gateway,
 talking to the model stub (`bench/model_stub.py`) instead of the Anthropic API.
 
-Until the model proxy exists, the agent's own env carries the stub's URL and a test key,
-and sandboxes run without bubblewrap: a sandbox's own network namespace cannot reach the
-stub on the host's loopback.
+The gateway runs the default bubblewrap sandbox and holds the stub's URL and a test key
+itself: every model call goes through the model proxy (`tests/test_model_proxy.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import pytest
 from bench.model_stub import StubProcess, user_prompts
 from runner.bridge.agent import AgentLoadError
 from runner.bridge.claude_agent import ClaudeSettings, cli_env, delta_event
-from tests.conftest import create_session, deploy, make_agent_folder, send_message
+from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess, bridge_pids, kill_bridge
 from tests.sse_client import SseEvent, parse_sse, reply_text
 
@@ -33,25 +32,24 @@ FAILING_MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "0", "API_TIMEOUT_MS": "3000"}
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "data", extra_env={"ASH_SANDBOX": "none"}).start()
+def stub() -> Iterator[StubProcess]:
+    with StubProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, stub: StubProcess) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path / "data", extra_env={
+        "ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": "test-key"}).start()
     try:
         yield process
     finally:
         process.stop()
 
 
-@pytest.fixture
-def stub() -> Iterator[StubProcess]:
-    with StubProcess() as process:
-        yield process
-
-
 def claude_agent(client: httpx.Client, root: Path, stub: StubProcess, name: str = "claude",
                  **env: str) -> str:
-    config = {"backend": "claude", "env": {"ANTHROPIC_BASE_URL": stub.url,
-                                           "ANTHROPIC_API_KEY": "test-key",
-                                           **BOUNDED_MODEL_ENV, **env}}
+    config = {"backend": "claude", "env": {**BOUNDED_MODEL_ENV, **env}}
     deploy(client, name, make_agent_folder(root, name, config))
     return name
 
@@ -275,7 +273,7 @@ def test_interrupt_right_after_sending_stops_that_turn(
 
 def test_ending_the_session_stops_its_cli(client: httpx.Client, sid: str) -> None:
     send_message(client, sid, "hello")
-    assert len(bridge_pids(sid)) == 2  # the bridge and its CLI
+    assert len(bridge_pids(sid)) == 4  # bubblewrap's two, the bridge and its CLI
     assert client.delete(f"/api/sessions/{sid}").status_code == 200
     assert bridge_pids(sid) == []
 
@@ -342,10 +340,14 @@ def test_session_works_again_once_the_model_recovers(
     assert "You said: second try." in reply_text(events)
 
 
-def test_agent_without_model_credentials_is_refused_at_session_create(
-    client: httpx.Client, tmp_path: Path
-) -> None:
-    deploy(client, "keyless", make_agent_folder(tmp_path, "keyless", {"backend": "claude"}))
-    response = client.post("/api/sessions", json={"agent": "keyless"})
+def test_agent_without_model_credentials_is_refused_at_session_create(tmp_path: Path) -> None:
+    keyless = GatewayProcess(tmp_path / "keyless-data").start()
+    try:
+        with make_client(keyless) as client:
+            deploy(client, "keyless",
+                   make_agent_folder(tmp_path, "keyless", {"backend": "claude"}))
+            response = client.post("/api/sessions", json={"agent": "keyless"})
+    finally:
+        keyless.stop()
     assert response.status_code == 503
     assert "model credentials" in response.json()["error"]

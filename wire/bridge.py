@@ -5,7 +5,8 @@ name in ASCII, one space, and the JSON payload bytes. Keeping the type outside
 the JSON lets the runner and gateway route a frame without parsing its payload.
 
 Commands flow runner -> bridge (`query`, `interrupt`, `shutdown`); events flow
-bridge -> runner (`ready`, then per turn `message`, `text_delta`, ..., `done`).
+bridge -> runner (`ready`, then per turn `message`, `text_delta`, ..., `done`). The
+model proxy's frames (`model_request` out, `model_response_*` back) share the socket.
 This module is sans-IO: `encode_frame` makes bytes, `FrameDecoder` consumes them.
 """
 

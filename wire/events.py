@@ -26,7 +26,19 @@ DONE = "done"
 TURN_EVENT_TYPES: frozenset[str] = frozenset(
     {MESSAGE, TEXT_DELTA, THINKING_DELTA, TOOL_USE, TOOL_RESULT, TURN_COMPLETE, ERROR, DONE}
 )
-BRIDGE_EVENT_TYPES: frozenset[str] = TURN_EVENT_TYPES | {READY, EXEC_RESULT}
+# The model proxy (`runner.model_proxy`), beside any turn, matched by `id`. bridge -> runner:
+# `model_request` {"id", "method", "path", "headers", "body" (base64)} and `model_cancel`
+# {"id"} when the CLI hangs up. runner -> bridge: `model_response_head` {"id", "status",
+# "headers"}, then `model_response_chunk` {"id", "data" (base64)} as the upstream sends
+# them, then `model_response_end` {"id", "error"?} (an error cuts the CLI's connection).
+MODEL_REQUEST = "model_request"
+MODEL_CANCEL = "model_cancel"
+MODEL_RESPONSE_HEAD = "model_response_head"
+MODEL_RESPONSE_CHUNK = "model_response_chunk"
+MODEL_RESPONSE_END = "model_response_end"
+
+BRIDGE_EVENT_TYPES: frozenset[str] = TURN_EVENT_TYPES | {
+    READY, EXEC_RESULT, MODEL_REQUEST, MODEL_CANCEL}
 
 # Commands (runner -> bridge).
 QUERY = "query"
@@ -35,7 +47,9 @@ SHUTDOWN = "shutdown"
 EXEC = "exec"
 """Run a shell command in the sandbox, beside any turn: `{"id", "command", "timeout_ms"}`."""
 
-BRIDGE_COMMAND_TYPES: frozenset[str] = frozenset({QUERY, INTERRUPT, SHUTDOWN, EXEC})
+BRIDGE_COMMAND_TYPES: frozenset[str] = frozenset({
+    QUERY, INTERRUPT, SHUTDOWN, EXEC, MODEL_RESPONSE_HEAD, MODEL_RESPONSE_CHUNK,
+    MODEL_RESPONSE_END})
 
 
 @dataclass(frozen=True, slots=True)

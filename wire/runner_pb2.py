@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11wire/runner.proto\x12\rash.runner.v1\"\x99\x02\n\x0fRegisterRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x15\n\rmax_sandboxes\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12:\n\x06labels\x18\x06 \x03(\x0b\x32*.ash.runner.v1.RegisterRequest.LabelsEntry\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\x05\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x13\n\x0bsession_ids\x18\t \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1b\n\x13release_session_ids\x18\x05 \x03(\t\"8\n\x08\x43\x61pacity\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x05\x12\x0f\n\x07warming\x18\x02 \x01(\x05\x12\x0b\n\x03max\x18\x03 \x01(\x05\"z\n\x10HeartbeatRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x17.ash.runner.v1.Capacity\x12\x17\n\x0fsent_at_unix_ms\x18\x03 \x01(\x03\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"h\n\x11HeartbeatResponse\x12%\n\x05\x64rain\x18\x01 \x01(\x0b\x32\x14.ash.runner.v1.DrainH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.ash.runner.v1.AckH\x00\x42\t\n\x07\x63ommand\",\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\x03\"\"\n\x03\x41\x63k\x12\x1b\n\x13server_time_unix_ms\x18\x01 \x01(\x03\"\xcc\x01\n\x14\x43reateSandboxRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x16\n\x0c\x61gent_bundle\x18\x04 \x01(\x0cH\x00\x12\x14\n\nagent_path\x18\x05 \x01(\tH\x00\x12\x19\n\x11\x61gent_config_json\x18\x06 \x01(\x0c\x12\x12\n\x05state\x18\x07 \x01(\x0cH\x01\x88\x01\x01\x42\x0e\n\x0c\x61gent_sourceB\x08\n\x06_state\"o\n\x15\x43reateSandboxResponse\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x10\n\x08restored\x18\x03 \x01(\x08\x12\x10\n\x08\x61ttached\x18\x04 \x01(\x08\x12\x11\n\tworkspace\x18\x05 \x01(\t\"\xc5\x02\n\x0eSessionCommand\x12\x32\n\x04open\x18\x01 \x01(\x0b\x32\".ash.runner.v1.SessionCommand.OpenH\x00\x12\x34\n\x05query\x18\x02 \x01(\x0b\x32#.ash.runner.v1.SessionCommand.QueryH\x00\x12<\n\tinterrupt\x18\x03 \x01(\x0b\x32\'.ash.runner.v1.SessionCommand.InterruptH\x00\x1a\x33\n\x04Open\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fstate_max_bytes\x18\x02 \x01(\x04\x1a>\n\x05Query\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x14\n\x0coptions_json\x18\x02 \x01(\x0c\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\x1a\x0b\n\tInterruptB\t\n\x07\x63ommand\"\x9b\x01\n\x0cSessionEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08seq_hint\x18\x03 \x01(\x04\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12(\n\x05state\x18\x05 \x01(\x0b\x32\x19.ash.runner.v1.StateChunk\x12\"\n\x04more\x18\x06 \x03(\x0b\x32\x14.ash.runner.v1.Event\"#\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"`\n\x0bSendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x14\n\x0coptions_json\x18\x03 \x01(\x0c\x12\x17\n\x0fstate_max_bytes\x18\x04 \x01(\x04\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\"C\n\x15\x44\x65stroySandboxRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0ekeep_workspace\x18\x02 \x01(\x08\"+\n\x16\x44\x65stroySandboxResponse\x12\x11\n\tdestroyed\x18\x01 \x01(\x08\"=\n\x14SnapshotStateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"(\n\nStateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"F\n\x0b\x45xecRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\"g\n\x0c\x45xecResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06stdout\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x0c\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\"\x0e\n\x0cStatsRequest\"o\n\rStatsResponse\x12\x11\n\tsandboxes\x18\x01 \x01(\x05\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x15\n\rmax_sandboxes\x18\x03 \x01(\x05\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x32\xb1\x01\n\x0eRunnerRegistry\x12K\n\x08Register\x12\x1e.ash.runner.v1.RegisterRequest\x1a\x1f.ash.runner.v1.RegisterResponse\x12R\n\tHeartbeat\x12\x1f.ash.runner.v1.HeartbeatRequest\x1a .ash.runner.v1.HeartbeatResponse(\x01\x30\x01\x32\xf9\x04\n\x06Runner\x12Z\n\rCreateSandbox\x12#.ash.runner.v1.CreateSandboxRequest\x1a$.ash.runner.v1.CreateSandboxResponse\x12I\n\x07Session\x12\x1d.ash.runner.v1.SessionCommand\x1a\x1b.ash.runner.v1.SessionEvent(\x01\x30\x01\x12\x41\n\x04Send\x12\x1a.ash.runner.v1.SendRequest\x1a\x1b.ash.runner.v1.SessionEvent0\x01\x12N\n\tInterrupt\x12\x1f.ash.runner.v1.InterruptRequest\x1a .ash.runner.v1.InterruptResponse\x12]\n\x0e\x44\x65stroySandbox\x12$.ash.runner.v1.DestroySandboxRequest\x1a%.ash.runner.v1.DestroySandboxResponse\x12Q\n\rSnapshotState\x12#.ash.runner.v1.SnapshotStateRequest\x1a\x19.ash.runner.v1.StateChunk0\x01\x12?\n\x04\x45xec\x12\x1a.ash.runner.v1.ExecRequest\x1a\x1b.ash.runner.v1.ExecResponse\x12\x42\n\x05Stats\x12\x1b.ash.runner.v1.StatsRequest\x1a\x1c.ash.runner.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11wire/runner.proto\x12\rash.runner.v1\"\x99\x02\n\x0fRegisterRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x15\n\rmax_sandboxes\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12:\n\x06labels\x18\x06 \x03(\x0b\x32*.ash.runner.v1.RegisterRequest.LabelsEntry\x12\x1d\n\x15heartbeat_interval_ms\x18\x07 \x01(\x05\x12\x10\n\x08\x64raining\x18\x08 \x01(\x08\x12\x13\n\x0bsession_ids\x18\t \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\x10RegisterResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1b\n\x13release_session_ids\x18\x05 \x03(\t\"8\n\x08\x43\x61pacity\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x05\x12\x0f\n\x07warming\x18\x02 \x01(\x05\x12\x0b\n\x03max\x18\x03 \x01(\x05\"z\n\x10HeartbeatRequest\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12)\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x17.ash.runner.v1.Capacity\x12\x17\n\x0fsent_at_unix_ms\x18\x03 \x01(\x03\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"h\n\x11HeartbeatResponse\x12%\n\x05\x64rain\x18\x01 \x01(\x0b\x32\x14.ash.runner.v1.DrainH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.ash.runner.v1.AckH\x00\x42\t\n\x07\x63ommand\",\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x02 \x01(\x03\"\"\n\x03\x41\x63k\x12\x1b\n\x13server_time_unix_ms\x18\x01 \x01(\x03\"\xcc\x01\n\x14\x43reateSandboxRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x16\n\x0c\x61gent_bundle\x18\x04 \x01(\x0cH\x00\x12\x14\n\nagent_path\x18\x05 \x01(\tH\x00\x12\x19\n\x11\x61gent_config_json\x18\x06 \x01(\x0c\x12\x12\n\x05state\x18\x07 \x01(\x0cH\x01\x88\x01\x01\x42\x0e\n\x0c\x61gent_sourceB\x08\n\x06_state\"\x86\x01\n\x15\x43reateSandboxResponse\x12\x12\n\nsandbox_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x10\n\x08restored\x18\x03 \x01(\x08\x12\x10\n\x08\x61ttached\x18\x04 \x01(\x08\x12\x11\n\tworkspace\x18\x05 \x01(\t\x12\x15\n\ragent_backend\x18\x06 \x01(\t\"\xc5\x02\n\x0eSessionCommand\x12\x32\n\x04open\x18\x01 \x01(\x0b\x32\".ash.runner.v1.SessionCommand.OpenH\x00\x12\x34\n\x05query\x18\x02 \x01(\x0b\x32#.ash.runner.v1.SessionCommand.QueryH\x00\x12<\n\tinterrupt\x18\x03 \x01(\x0b\x32\'.ash.runner.v1.SessionCommand.InterruptH\x00\x1a\x33\n\x04Open\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fstate_max_bytes\x18\x02 \x01(\x04\x1a>\n\x05Query\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x14\n\x0coptions_json\x18\x02 \x01(\x0c\x12\x0f\n\x07turn_id\x18\x03 \x01(\t\x1a\x0b\n\tInterruptB\t\n\x07\x63ommand\"\x9b\x01\n\x0cSessionEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08seq_hint\x18\x03 \x01(\x04\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12(\n\x05state\x18\x05 \x01(\x0b\x32\x19.ash.runner.v1.StateChunk\x12\"\n\x04more\x18\x06 \x03(\x0b\x32\x14.ash.runner.v1.Event\"#\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"`\n\x0bSendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x14\n\x0coptions_json\x18\x03 \x01(\x0c\x12\x17\n\x0fstate_max_bytes\x18\x04 \x01(\x04\"&\n\x10InterruptRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x08\"C\n\x15\x44\x65stroySandboxRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0ekeep_workspace\x18\x02 \x01(\x08\"+\n\x16\x44\x65stroySandboxResponse\x12\x11\n\tdestroyed\x18\x01 \x01(\x08\"=\n\x14SnapshotStateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"(\n\nStateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"F\n\x0b\x45xecRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\"g\n\x0c\x45xecResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06stdout\x18\x02 \x01(\x0c\x12\x0e\n\x06stderr\x18\x03 \x01(\x0c\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\"\x0e\n\x0cStatsRequest\"o\n\rStatsResponse\x12\x11\n\tsandboxes\x18\x01 \x01(\x05\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x15\n\rmax_sandboxes\x18\x03 \x01(\x05\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x32\xb1\x01\n\x0eRunnerRegistry\x12K\n\x08Register\x12\x1e.ash.runner.v1.RegisterRequest\x1a\x1f.ash.runner.v1.RegisterResponse\x12R\n\tHeartbeat\x12\x1f.ash.runner.v1.HeartbeatRequest\x1a .ash.runner.v1.HeartbeatResponse(\x01\x30\x01\x32\xf9\x04\n\x06Runner\x12Z\n\rCreateSandbox\x12#.ash.runner.v1.CreateSandboxRequest\x1a$.ash.runner.v1.CreateSandboxResponse\x12I\n\x07Session\x12\x1d.ash.runner.v1.SessionCommand\x1a\x1b.ash.runner.v1.SessionEvent(\x01\x30\x01\x12\x41\n\x04Send\x12\x1a.ash.runner.v1.SendRequest\x1a\x1b.ash.runner.v1.SessionEvent0\x01\x12N\n\tInterrupt\x12\x1f.ash.runner.v1.InterruptRequest\x1a .ash.runner.v1.InterruptResponse\x12]\n\x0e\x44\x65stroySandbox\x12$.ash.runner.v1.DestroySandboxRequest\x1a%.ash.runner.v1.DestroySandboxResponse\x12Q\n\rSnapshotState\x12#.ash.runner.v1.SnapshotStateRequest\x1a\x19.ash.runner.v1.StateChunk0\x01\x12?\n\x04\x45xec\x12\x1a.ash.runner.v1.ExecRequest\x1a\x1b.ash.runner.v1.ExecResponse\x12\x42\n\x05Stats\x12\x1b.ash.runner.v1.StatsRequest\x1a\x1c.ash.runner.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,44 +51,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACK']._serialized_end=823
   _globals['_CREATESANDBOXREQUEST']._serialized_start=826
   _globals['_CREATESANDBOXREQUEST']._serialized_end=1030
-  _globals['_CREATESANDBOXRESPONSE']._serialized_start=1032
-  _globals['_CREATESANDBOXRESPONSE']._serialized_end=1143
-  _globals['_SESSIONCOMMAND']._serialized_start=1146
-  _globals['_SESSIONCOMMAND']._serialized_end=1471
-  _globals['_SESSIONCOMMAND_OPEN']._serialized_start=1332
-  _globals['_SESSIONCOMMAND_OPEN']._serialized_end=1383
-  _globals['_SESSIONCOMMAND_QUERY']._serialized_start=1385
-  _globals['_SESSIONCOMMAND_QUERY']._serialized_end=1447
-  _globals['_SESSIONCOMMAND_INTERRUPT']._serialized_start=1449
-  _globals['_SESSIONCOMMAND_INTERRUPT']._serialized_end=1460
-  _globals['_SESSIONEVENT']._serialized_start=1474
-  _globals['_SESSIONEVENT']._serialized_end=1629
-  _globals['_EVENT']._serialized_start=1631
-  _globals['_EVENT']._serialized_end=1666
-  _globals['_SENDREQUEST']._serialized_start=1668
-  _globals['_SENDREQUEST']._serialized_end=1764
-  _globals['_INTERRUPTREQUEST']._serialized_start=1766
-  _globals['_INTERRUPTREQUEST']._serialized_end=1804
-  _globals['_INTERRUPTRESPONSE']._serialized_start=1806
-  _globals['_INTERRUPTRESPONSE']._serialized_end=1846
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=1848
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=1915
-  _globals['_DESTROYSANDBOXRESPONSE']._serialized_start=1917
-  _globals['_DESTROYSANDBOXRESPONSE']._serialized_end=1960
-  _globals['_SNAPSHOTSTATEREQUEST']._serialized_start=1962
-  _globals['_SNAPSHOTSTATEREQUEST']._serialized_end=2023
-  _globals['_STATECHUNK']._serialized_start=2025
-  _globals['_STATECHUNK']._serialized_end=2065
-  _globals['_EXECREQUEST']._serialized_start=2067
-  _globals['_EXECREQUEST']._serialized_end=2137
-  _globals['_EXECRESPONSE']._serialized_start=2139
-  _globals['_EXECRESPONSE']._serialized_end=2242
-  _globals['_STATSREQUEST']._serialized_start=2244
-  _globals['_STATSREQUEST']._serialized_end=2258
-  _globals['_STATSRESPONSE']._serialized_start=2260
-  _globals['_STATSRESPONSE']._serialized_end=2371
-  _globals['_RUNNERREGISTRY']._serialized_start=2374
-  _globals['_RUNNERREGISTRY']._serialized_end=2551
-  _globals['_RUNNER']._serialized_start=2554
-  _globals['_RUNNER']._serialized_end=3187
+  _globals['_CREATESANDBOXRESPONSE']._serialized_start=1033
+  _globals['_CREATESANDBOXRESPONSE']._serialized_end=1167
+  _globals['_SESSIONCOMMAND']._serialized_start=1170
+  _globals['_SESSIONCOMMAND']._serialized_end=1495
+  _globals['_SESSIONCOMMAND_OPEN']._serialized_start=1356
+  _globals['_SESSIONCOMMAND_OPEN']._serialized_end=1407
+  _globals['_SESSIONCOMMAND_QUERY']._serialized_start=1409
+  _globals['_SESSIONCOMMAND_QUERY']._serialized_end=1471
+  _globals['_SESSIONCOMMAND_INTERRUPT']._serialized_start=1473
+  _globals['_SESSIONCOMMAND_INTERRUPT']._serialized_end=1484
+  _globals['_SESSIONEVENT']._serialized_start=1498
+  _globals['_SESSIONEVENT']._serialized_end=1653
+  _globals['_EVENT']._serialized_start=1655
+  _globals['_EVENT']._serialized_end=1690
+  _globals['_SENDREQUEST']._serialized_start=1692
+  _globals['_SENDREQUEST']._serialized_end=1788
+  _globals['_INTERRUPTREQUEST']._serialized_start=1790
+  _globals['_INTERRUPTREQUEST']._serialized_end=1828
+  _globals['_INTERRUPTRESPONSE']._serialized_start=1830
+  _globals['_INTERRUPTRESPONSE']._serialized_end=1870
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=1872
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=1939
+  _globals['_DESTROYSANDBOXRESPONSE']._serialized_start=1941
+  _globals['_DESTROYSANDBOXRESPONSE']._serialized_end=1984
+  _globals['_SNAPSHOTSTATEREQUEST']._serialized_start=1986
+  _globals['_SNAPSHOTSTATEREQUEST']._serialized_end=2047
+  _globals['_STATECHUNK']._serialized_start=2049
+  _globals['_STATECHUNK']._serialized_end=2089
+  _globals['_EXECREQUEST']._serialized_start=2091
+  _globals['_EXECREQUEST']._serialized_end=2161
+  _globals['_EXECRESPONSE']._serialized_start=2163
+  _globals['_EXECRESPONSE']._serialized_end=2266
+  _globals['_STATSREQUEST']._serialized_start=2268
+  _globals['_STATSREQUEST']._serialized_end=2282
+  _globals['_STATSRESPONSE']._serialized_start=2284
+  _globals['_STATSRESPONSE']._serialized_end=2395
+  _globals['_RUNNERREGISTRY']._serialized_start=2398
+  _globals['_RUNNERREGISTRY']._serialized_end=2575
+  _globals['_RUNNER']._serialized_start=2578
+  _globals['_RUNNER']._serialized_end=3211
 # @@protoc_insertion_point(module_scope)

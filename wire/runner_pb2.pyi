@@ -112,18 +112,20 @@ class CreateSandboxRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_bundle: _Optional[bytes] = ..., agent_path: _Optional[str] = ..., agent_config_json: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
 
 class CreateSandboxResponse(_message.Message):
-    __slots__ = ("sandbox_id", "pid", "restored", "attached", "workspace")
+    __slots__ = ("sandbox_id", "pid", "restored", "attached", "workspace", "agent_backend")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     RESTORED_FIELD_NUMBER: _ClassVar[int]
     ATTACHED_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_BACKEND_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     pid: int
     restored: bool
     attached: bool
     workspace: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., pid: _Optional[int] = ..., restored: _Optional[bool] = ..., attached: _Optional[bool] = ..., workspace: _Optional[str] = ...) -> None: ...
+    agent_backend: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., pid: _Optional[int] = ..., restored: _Optional[bool] = ..., attached: _Optional[bool] = ..., workspace: _Optional[str] = ..., agent_backend: _Optional[str] = ...) -> None: ...
 
 class SessionCommand(_message.Message):
     __slots__ = ("open", "query", "interrupt")

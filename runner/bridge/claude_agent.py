@@ -11,8 +11,9 @@ the session's state; the SDK session id is kept beside it in `~/.ash/claude/sess
 so a bridge started on restored state resumes the same conversation.
 
 Model endpoint and key: `ASH_MODEL_BASE_URL` / `ASH_MODEL_API_KEY` when the runner sets
-them (the model proxy will), else `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from the
-agent's `env` — the CLI reads both from its environment.
+them (the model proxy's relay and session token, `runner.bridge.model_relay`), else
+`ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from the agent's `env` — the CLI reads both
+from its environment.
 """
 
 from __future__ import annotations

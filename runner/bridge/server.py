@@ -29,11 +29,14 @@ from runner.bridge.agent import (
     load_agent,
     start_agent,
 )
+from runner.bridge.model_relay import ModelRelay, listen_address
 from runner.bridge.shell import run_shell
 from wire import events
 from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
 
 EXIT_CONFIG_ERROR = 2
+MODEL_RESPONSE_TYPES = frozenset({events.MODEL_RESPONSE_HEAD, events.MODEL_RESPONSE_CHUNK,
+                                  events.MODEL_RESPONSE_END})
 
 
 class BadQuery(ValueError):
@@ -71,8 +74,10 @@ class Bridge:
     """One connection's command loop. Turns run as tasks so `interrupt` can reach them;
     `exec` commands run as tasks of their own, beside any turn."""
 
-    def __init__(self, agent: AgentBackend, writer: asyncio.StreamWriter, home: Path) -> None:
+    def __init__(self, agent: AgentBackend, writer: asyncio.StreamWriter, home: Path,
+                 relay: ModelRelay | None = None) -> None:
         self._agent = agent
+        self._relay = relay
         self._writer = writer
         self._home = home
         self._turn: asyncio.Task[None] | None = None
@@ -107,6 +112,8 @@ class Bridge:
                     task.add_done_callback(self._execs.discard)
                 elif command.type == events.SHUTDOWN:
                     return 0
+                elif command.type in MODEL_RESPONSE_TYPES and self._relay is not None:
+                    self._relay.dispatch(command)
                 else:
                     print(f"ash-bridge: ignoring unknown command {command.type!r}", file=sys.stderr)
         finally:
@@ -174,9 +181,12 @@ class Bridge:
         await self.emit(events.ERROR, orjson.dumps({"error": message, "code": code}))
 
 
-async def serve(sock: socket.socket, agent: AgentBackend, backend: str) -> int:
+async def serve(sock: socket.socket, agent: AgentBackend, backend: str,
+                relay: ModelRelay | None = None) -> int:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    bridge = Bridge(agent, writer, Path(os.environ.get("HOME") or Path.cwd()))
+    bridge = Bridge(agent, writer, Path(os.environ.get("HOME") or Path.cwd()), relay)
+    if relay is not None:
+        relay.attach(bridge.emit)
     try:
         await bridge.emit(events.READY, orjson.dumps({"backend": backend, "pid": os.getpid()}))
     except ConnectionError:
@@ -193,17 +203,26 @@ async def run(environ: Mapping[str, str]) -> int:
         print(f"ash-bridge: ASH_BRIDGE_FD must name the runner's socket ({exc})", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     backend = environ.get("ASH_BACKEND") or DEFAULT_BACKEND
+    relay: ModelRelay | None = None
     try:
+        if environ.get("ASH_MODEL_PROXY") == "1":
+            relay = ModelRelay()
+            await relay.start(*listen_address(environ.get("ASH_MODEL_BASE_URL", "")))
+            environ = {**environ, "ASH_MODEL_BASE_URL": f"http://127.0.0.1:{relay.port}"}
         agent = load_agent(backend, environ)
         await start_agent(agent)
-    except AgentLoadError as exc:
+    except (AgentLoadError, OSError) as exc:
         print(f"ash-bridge: {exc}", file=sys.stderr)
         sock.close()
+        if relay is not None:
+            await relay.close()
         return EXIT_CONFIG_ERROR
     try:
-        return await serve(sock, agent, backend)
+        return await serve(sock, agent, backend, relay)
     finally:
         await close_agent(agent)
+        if relay is not None:
+            await relay.close()
 
 
 def close_inherited_fds(environ: Mapping[str, str]) -> None:
