@@ -59,4 +59,5 @@ class Gateway:
             async with asyncio.timeout(SHUTDOWN_TURN_GRACE):
                 await self.sessions.wait_for_turns()
         self.event_log.flush()
+        self.store.release_seq_reservations()
         self.store.close()

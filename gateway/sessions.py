@@ -29,6 +29,9 @@ from wire import events, sse
 
 log = logging.getLogger("ash.sessions")
 
+SEQ_RESERVATION = 1000
+"""Event ids reserved per store write: one write per thousand events, none per event."""
+
 def session_json(row: SessionRow) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -54,6 +57,7 @@ class SessionService:
     feeds: Feeds = field(default_factory=Feeds)
     _busy: set[str] = field(default_factory=set)
     _last_seq: dict[str, int] = field(default_factory=dict)
+    _reserved: dict[str, int] = field(default_factory=dict)
     _turns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     # lookups
@@ -74,7 +78,15 @@ class SessionService:
         return session_id in self._busy
 
     def _next_seq(self, row: SessionRow) -> int:
-        seq = self._last_seq.get(row.id, row.last_event_seq) + 1
+        """The session's next event id, never one handed out before — even one a client
+        saw whose batch a crash kept from the log: ids are reserved ahead, in blocks."""
+        last = self._last_seq.get(row.id)
+        if last is None:
+            last = max(row.last_event_seq, row.seq_reserved)
+        seq = last + 1
+        if seq > self._reserved.get(row.id, row.seq_reserved):
+            self._reserved[row.id] = seq + SEQ_RESERVATION
+            self.store.reserve_seq(row.id, seq + SEQ_RESERVATION)
         self._last_seq[row.id] = seq
         return seq
 

@@ -77,6 +77,9 @@ MIGRATIONS: tuple[str, ...] = (
         value  TEXT NOT NULL
     );
     """,
+    # Ids handed out up to here may have reached a client before their batch was
+    # written: after a crash, numbering resumes above it, so no id is ever reused.
+    "ALTER TABLE sessions ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;",
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "error")
@@ -105,6 +108,7 @@ class SessionRow:
     error: str | None
     created_at: float
     updated_at: float
+    seq_reserved: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +133,7 @@ class RunnerRow:
 
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
-    "created_at, updated_at"
+    "created_at, updated_at, seq_reserved"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at"
 _RUNNER_COLUMNS = (
@@ -331,6 +335,14 @@ class Store:
             (session_id, after, limit),
         )
         return [EventRow(*row) for row in rows]
+
+    def reserve_seq(self, session_id: str, upto: int) -> None:
+        self.db.execute("UPDATE sessions SET seq_reserved = ? WHERE id = ?", (upto, session_id))
+
+    def release_seq_reservations(self) -> None:
+        """On a clean stop every handed-out id is logged: numbering may go on from there."""
+        self.db.execute("UPDATE sessions SET seq_reserved = last_event_seq "
+                        "WHERE seq_reserved > last_event_seq")
 
     def delete_expired_events(self, ended_before: float) -> int:
         """Delete the events of sessions that ended before `ended_before` (unix time)."""

@@ -6,6 +6,7 @@ Raw h2 clients (tests/h2_raw.py) control the HTTP/2 window directly.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -325,3 +326,34 @@ def test_http1_reader_gets_tcp_backpressure_then_everything(
         events = parse_sse([head, *chunks])
     assert sum(e.event == "text_delta" for e in events) == 100_000
     assert events[-1].event == "done"
+
+
+def test_after_a_gateway_crash_no_event_id_a_client_saw_is_used_again(
+    tmp_path: Path, agent_folder: Path
+) -> None:
+    gateway = GatewayProcess(tmp_path / "data").start()
+    raw: RawH2Client | None = None
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "echo", agent_folder)
+            sid = create_session(client, "echo")["id"]
+        raw = RawH2Client(gateway.url)
+        stream = raw.request("POST", f"/api/sessions/{sid}/messages", headers=auth(gateway),
+                             body=message_body("crash me", tokens=2000, tokenIntervalMs=2))
+        while len(complete_frames(raw.streams[stream].body)) < 20:
+            raw.pump()
+        seen = complete_frames(raw.streams[stream].body)
+    finally:
+        gateway.stop(signal.SIGKILL)
+        if raw is not None:
+            raw.close()
+    gateway = GatewayProcess(tmp_path / "data").start()
+    try:
+        with make_client(gateway) as client:
+            assert client.post(f"/api/sessions/{sid}/resume").status_code == 200
+            after = send_message(client, sid, "after the crash")
+            assert after[0].id > seen[-1].id
+            logged = history(client, sid)
+            assert [e["id"] for e in logged] == sorted({e["id"] for e in logged})
+    finally:
+        gateway.stop()
