@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.model_stub import StubProcess
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import SseEvent, parse_sse
 
@@ -22,6 +23,30 @@ def make_agent_folder(root: Path, name: str = "echo", config: dict | None = None
 @pytest.fixture
 def agent_folder(tmp_path: Path) -> Path:
     return make_agent_folder(tmp_path)
+
+
+@pytest.fixture
+def stub() -> Iterator[StubProcess]:
+    """The Anthropic-protocol model stub, a process of its own."""
+    with StubProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def model_key() -> str:
+    """The model key the gateway (the runner) holds; a module may override it."""
+    return "test-key"
+
+
+@pytest.fixture
+def model_gateway(tmp_path: Path, stub: StubProcess, model_key: str) -> Iterator[GatewayProcess]:
+    """A gateway whose runner forwards model calls to the stub with `model_key`."""
+    process = GatewayProcess(tmp_path / "data", extra_env={
+        "ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": model_key}).start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,8 @@ FAILING_MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "0", "API_TIMEOUT_MS": "3000"}
 
 
 @pytest.fixture
-def stub() -> Iterator[StubProcess]:
-    with StubProcess() as process:
-        yield process
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, stub: StubProcess) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "data", extra_env={
-        "ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": "test-key"}).start()
-    try:
-        yield process
-    finally:
-        process.stop()
+def gateway(model_gateway: GatewayProcess) -> GatewayProcess:
+    return model_gateway
 
 
 def claude_agent(client: httpx.Client, root: Path, stub: StubProcess, name: str = "claude",

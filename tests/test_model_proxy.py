@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,13 @@ MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "0", "API_TIMEOUT_MS": "5000"}
 
 
 @pytest.fixture
-def stub() -> Iterator[StubProcess]:
-    with StubProcess() as process:
-        yield process
+def model_key() -> str:
+    return RUNNER_KEY
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, stub: StubProcess) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "data", extra_env={
-        "ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": RUNNER_KEY}).start()
-    try:
-        yield process
-    finally:
-        process.stop()
+def gateway(model_gateway: GatewayProcess) -> GatewayProcess:
+    return model_gateway
 
 
 @pytest.fixture
