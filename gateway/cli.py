@@ -130,6 +130,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
                           isolation=create_isolation(config.sandbox, config.data_dir)))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
+    if isinstance(backend, Coordinator):
+        backend.on_unfinished_turn = sessions.adopt_unfinished_turn
     recovered = sessions.recover_after_restart()
     if recovered:
         log.info("paused %d session(s) whose sandbox ended with the last run", recovered)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,11 @@ class Coordinator:
         self._background: set[asyncio.Task[None]] = set()
         self.registry = Registry(store, self, default_interval=settings.heartbeat_interval,
                                  gateway_id=settings.gateway_id)
+        self.on_unfinished_turn: Callable[[str], None] | None = None
+        """Told of each session whose runner reports a turn the log lacks the end of
+        (it ran on while no gateway was attached): the session service takes it over."""
+        self._unfinished: dict[str, list[str]] = {}
+        """Such sessions by runner, until the runner's heartbeat stream is up."""
 
     async def start(self) -> str:
         """Open the registry's gRPC listener and start the liveness sweep; its address."""
@@ -103,7 +108,8 @@ class Coordinator:
 
     # runners coming and going (RegistryListener)
 
-    def runner_registered(self, runner: RunnerState, held: Sequence[str]) -> list[str]:
+    def runner_registered(self, runner: RunnerState, held: Sequence[str],
+                          unfinished: Sequence[str] = ()) -> list[str]:
         client = self._clients.get(runner.id)
         if client is None or client.target != runner.address or not client.accepting:
             if client is not None:
@@ -113,7 +119,16 @@ class Coordinator:
                 bundles=self._bundles, cafile=self._settings.cafile,
                 turn_rpc=self._settings.turn_rpc,
             )
-        return [session_id for session_id in held if not self._routes_to(session_id, runner.id)]
+        release = [sid for sid in held if not self._routes_to(sid, runner.id)]
+        self._unfinished[runner.id] = [
+            sid for sid in unfinished if sid not in release and sid not in self._placement]
+        return release
+
+    def runner_connected(self, runner_id: str) -> None:
+        unfinished = self._unfinished.pop(runner_id, [])
+        if self.on_unfinished_turn is not None:
+            for session_id in unfinished:
+                self.on_unfinished_turn(session_id)
 
     def _routes_to(self, session_id: str, runner_id: str) -> bool:
         """Whether the session may keep a sandbox on the runner: it is routed there, or
@@ -185,8 +200,10 @@ class Coordinator:
         self._placing.add(session_id)
         try:
             for client in candidates:
+                resume_after = row.runner_hint if row is not None else 0
                 try:
-                    info = await client.create(session_id, agent, state=state)
+                    info = await client.create(session_id, agent, state=state,
+                                               resume_after=resume_after)
                 except RunnerUnavailable as exc:
                     refusals.append(str(exc))
                     continue
@@ -227,6 +244,23 @@ class Coordinator:
         if client is None:
             return _no_sandbox(session_id)
         return client.send(session_id, prompt, options)
+
+    def replay(self, session_id: str) -> AsyncGenerator[Event, None]:
+        client = self._client(session_id)
+        if client is None:
+            return _no_sandbox(session_id)
+        return client.replay(session_id)
+
+    def acknowledge(self, hints: dict[str, int]) -> None:
+        by_client: dict[str, dict[str, int]] = {}
+        for session_id, hint in hints.items():
+            runner_id = self._placement.get(session_id)
+            if runner_id is not None:
+                by_client.setdefault(runner_id, {})[session_id] = hint
+        for runner_id, client_hints in by_client.items():
+            client = self._clients.get(runner_id)
+            if client is not None:
+                client.acknowledge(client_hints)
 
     async def interrupt(self, session_id: str) -> None:
         client = self._client(session_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from gateway.store import Store
 
@@ -21,11 +22,17 @@ class EventLog:
         self._flush_interval = flush_interval
         self._pending: list[tuple[str, int, str, bytes, float]] = []
         self._last_seq: dict[str, int] = {}
+        self._last_hint: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.on_flushed: Callable[[dict[str, int]], None] | None = None
+        """Told, after each write, each session's last runner hint it made durable."""
 
-    def append(self, session_id: str, seq: int, event_type: str, data: bytes) -> None:
+    def append(self, session_id: str, seq: int, event_type: str, data: bytes,
+               hint: int | None = None) -> None:
         self._pending.append((session_id, seq, event_type, data, time.time()))
         self._last_seq[session_id] = seq
+        if hint is not None:
+            self._last_hint[session_id] = hint
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._flush_interval, self.flush)
 
@@ -35,8 +42,11 @@ class EventLog:
             self._timer = None
         if not self._pending:
             return
-        self._store.append_events(self._pending, self._last_seq)
-        self._pending, self._last_seq = [], {}
+        hints = self._last_hint
+        self._store.append_events(self._pending, self._last_seq, hints)
+        self._pending, self._last_seq, self._last_hint = [], {}, {}
+        if hints and self.on_flushed is not None:
+            self.on_flushed(hints)
 
     @property
     def pending(self) -> int:

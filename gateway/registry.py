@@ -53,8 +53,14 @@ _RUNNER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 class RegistryListener(Protocol):
     """What the coordinator does when a runner comes or goes."""
 
-    def runner_registered(self, runner: RunnerState, held: Sequence[str]) -> list[str]:
-        """`held`: sessions whose sandbox the runner has; returns those it should drop."""
+    def runner_registered(self, runner: RunnerState, held: Sequence[str],
+                          unfinished: Sequence[str] = ()) -> list[str]:
+        """`held`: sessions whose sandbox the runner has; returns those it should drop.
+        `unfinished`: of those, the ones with a turn the gateway's log has not all of."""
+        ...
+
+    def runner_connected(self, runner_id: str) -> None:
+        """Its heartbeat stream is up: it can take work."""
         ...
 
     def runner_lost(self, runner_id: str, reason: str) -> None: ...
@@ -166,7 +172,8 @@ class Registry(pb_grpc.RunnerRegistryServicer):
         self._runners[runner.id] = runner
         log.info("runner %s registered at %s (%d sandboxes max, heartbeat %g s)",
                  runner.id, runner.address, runner.max_sandboxes, interval)
-        release = self._listener.runner_registered(runner, request.session_ids)
+        release = self._listener.runner_registered(runner, request.session_ids,
+                                                   request.unfinished_session_ids)
         return pb.RegisterResponse(accepted=True, heartbeat_interval_ms=round(interval * 1000),
                                    gateway_id=self._gateway_id, release_session_ids=release)
 
@@ -181,6 +188,7 @@ class Registry(pb_grpc.RunnerRegistryServicer):
                                 "unknown or lost runner: register first")
         link = _Link(context, runner.generation)
         runner.link = link
+        self._listener.runner_connected(runner.id)
         try:
             message = first
             while message is not grpc.aio.EOF:

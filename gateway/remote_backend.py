@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ TURN_RPCS = (TURN_RPC_SESSION, TURN_RPC_SEND)
 CREATE_TIMEOUT = 60.0
 CALL_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 10.0
+GATEWAY_SHUTDOWN = "gateway shutting down"
 DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
 _INTERRUPT = pb.SessionCommand(interrupt=pb.SessionCommand.Interrupt())
 _RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -89,6 +91,10 @@ class _Stream:
     """Close once the running turn is done (the runner is leaving)."""
     draining: asyncio.Task[None] | None = None
     """An abandoned turn being interrupted and read to its `done`."""
+    pending_turns: int = 0
+    """Turns the runner ran on with no gateway attached; `replay` reads them."""
+    acking: asyncio.Task[None] | None = None
+    ack_hint: int = 0
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(self, command: pb.SessionCommand) -> None:
@@ -146,8 +152,11 @@ class RemoteBackend:
     # lifecycle
 
     async def create(
-        self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
+        self, session_id: str, agent: AgentSpec, *, state: bytes | None = None,
+        resume_after: int = 0,
     ) -> SandboxInfo:
+        """Start (or attach to) the session's sandbox and open its stream. `resume_after`:
+        the last runner hint the event log holds, for a sandbox the runner kept."""
         if self._ended is not None:
             raise RunnerUnavailable(f"runner {self.runner_id}: {self._ended}")
         request = pb.CreateSandboxRequest(
@@ -163,25 +172,28 @@ class RemoteBackend:
                 sandbox_id=response.sandbox_id, session_id=session_id, pid=response.pid,
                 workspace=response.workspace, restored=response.restored or response.attached,
                 runner_id=self.runner_id, agent_backend=response.agent_backend,
+                attached=response.attached,
             )
             try:
-                await self._open(info)
+                pending = await self._open(info, resume_after if response.attached else 0)
             except BaseException:
                 with contextlib.suppress(BackendError):
                     await asyncio.shield(self.destroy(session_id, keep_workspace=True))
                 raise
         finally:
             self._creating -= 1
-        return info
+        return dataclasses.replace(info, pending_turns=pending) if pending else info
 
-    async def _open(self, info: SandboxInfo) -> None:
-        """Open the session's stream and wait for the runner's `ready` on it."""
+    async def _open(self, info: SandboxInfo, resume_after: int) -> int:
+        """Open the session's stream and wait for the runner's `ready` on it; returns
+        how many turns the runner ran on without a gateway (their events follow)."""
         session_id = info.session_id
         call = self._stub.Session(metadata=self._metadata)
         try:
             async with asyncio.timeout(CREATE_TIMEOUT):
                 await call.write(pb.SessionCommand(open=pb.SessionCommand.Open(
-                    session_id=session_id, state_max_bytes=self._states.max_bytes)))
+                    session_id=session_id, state_max_bytes=self._states.max_bytes,
+                    resume_after=resume_after)))
                 first = await self._call(call.read())
         except BaseException:
             call.cancel()
@@ -192,9 +204,11 @@ class RemoteBackend:
         previous = self._streams.get(session_id)
         if previous is not None:
             previous.close()
-        stream = _Stream(call, info)
+        pending = int(orjson.loads(first.data).get("pendingTurns", 0)) if first.data else 0
+        stream = _Stream(call, info, pending_turns=pending)
         self._streams[session_id] = stream
         call.add_done_callback(lambda _call: self._stream_ended(session_id, stream))
+        return pending
 
     def _stream_ended(self, session_id: str, stream: _Stream) -> None:
         """The call is over. A turn that got its `done` first still ends as a success:
@@ -229,7 +243,7 @@ class RemoteBackend:
 
     # turns
 
-    async def send(
+    def send(
         self, session_id: str, prompt: str, options: dict[str, Any] | None = None
     ) -> AsyncGenerator[Event, None]:
         """One turn's events, `done` last, with the session state durable before `done`.
@@ -237,6 +251,16 @@ class RemoteBackend:
         A consumer that stops early leaves the turn to a background drain that
         interrupts it, so the next `send` on the stream starts clean.
         """
+        return self._turns(session_id, prompt, options)
+
+    def replay(self, session_id: str) -> AsyncGenerator[Event, None]:
+        """The rest of the turns the runner ran on while no gateway was attached."""
+        return self._turns(session_id, None, None)
+
+    async def _turns(
+        self, session_id: str, prompt: str | None, options: dict[str, Any] | None
+    ) -> AsyncGenerator[Event, None]:
+        """A new turn (`prompt`), or with None the pending ones read to their last `done`."""
         stream = self._streams.get(session_id)
         if stream is None or stream.closed:
             raise SandboxGone(f"session {session_id} has no live sandbox")
@@ -255,11 +279,15 @@ class RemoteBackend:
                 if stream.closed:
                     raise SandboxGone(f"session {session_id} has no live sandbox")
             turn_open = True
-            if self._turn_rpc == TURN_RPC_SEND:
+            turns = 1
+            if prompt is None:
+                turns, stream.pending_turns = stream.pending_turns, 0
+                read: Read = stream.call.read
+            elif self._turn_rpc == TURN_RPC_SEND:
                 per_turn_call = self._stub.Send(pb.SendRequest(
                     session_id=session_id, prompt=prompt, options_json=options_json,
                     state_max_bytes=self._states.max_bytes), metadata=self._metadata)
-                read: Read = per_turn_call.read
+                read = per_turn_call.read
             else:
                 try:
                     await stream.write(pb.SessionCommand(
@@ -268,9 +296,13 @@ class RemoteBackend:
                     read = _broken
                 else:
                     read = stream.call.read
-            async for event in self._relay(session_id, stream, read):
-                turn_open = event.type != events.DONE
-                yield event
+            for _ in range(turns):
+                async for event in self._relay(session_id, stream, read):
+                    turn_open = event.type != events.DONE
+                    yield event
+                if stream.closed:
+                    break
+            turn_open = False
         finally:
             stream.busy = False
             if turn_open and per_turn_call is not None:
@@ -283,13 +315,36 @@ class RemoteBackend:
             elif stream.retiring and stream.draining is None:
                 stream.close()
 
+    def acknowledge(self, hints: dict[str, int]) -> None:
+        """Tell the runner which events the log holds, one Ack in flight per stream."""
+        for session_id, hint in hints.items():
+            stream = self._streams.get(session_id)
+            if stream is None or stream.closed:
+                continue
+            stream.ack_hint = max(stream.ack_hint, hint)
+            if stream.acking is None:
+                stream.acking = asyncio.get_running_loop().create_task(self._send_acks(stream))
+
+    async def _send_acks(self, stream: _Stream) -> None:
+        try:
+            sent = 0
+            while stream.ack_hint > sent and not stream.closed:
+                sent = stream.ack_hint
+                await stream.write(pb.SessionCommand(ack=pb.SessionCommand.Ack(seq_hint=sent)))
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the stream is over: the next gateway stream resumes from the log's hint
+        finally:
+            stream.acking = None
+
     async def _relay(
         self, session_id: str, stream: _Stream, read: Read
     ) -> AsyncGenerator[Event, None]:
         """Events read from a turn's stream up to `done`; state chunks go to the store.
 
         A stream that breaks first ends the turn with an error and `done`, and the
-        session is no longer alive here by the time they are yielded."""
+        session is no longer alive here by the time they are yielded. When this
+        gateway is shutting down the events just stop: the runner keeps the turn
+        running and the next gateway takes it over."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -304,15 +359,20 @@ class RemoteBackend:
                 message = None
             if message is None or message is grpc.aio.EOF:
                 self._forget(session_id, stream)
-                yield self._broken_turn_event()
+                if self._ended == GATEWAY_SHUTDOWN:
+                    return  # the runner keeps the turn running; the next gateway logs the rest
+                yield self._lost_event
                 yield DONE_AFTER_ERROR
                 return
             event_type = message.type
             if event_type:
-                yield Event(event_type, message.data)
+                hint = message.seq_hint or None
+                yield Event(event_type, message.data, hint)
                 for more in message.more:
                     event_type = more.type
-                    yield Event(event_type, more.data)
+                    if hint is not None:
+                        hint += 1
+                    yield Event(event_type, more.data, hint)
                 if event_type == events.DONE:
                     return
                 continue
@@ -337,11 +397,6 @@ class RemoteBackend:
             log.error("cannot store the state of session %s: %s", session_id, exc)
             return _error_event(f"session state not saved: {exc}", "state_not_saved")
         return None
-
-    def _broken_turn_event(self) -> Event:
-        if self._ended == "gateway shutting down":
-            return _error_event("gateway shutting down", "gateway_shutdown")
-        return self._lost_event
 
     async def _drain(self, session_id: str, stream: _Stream) -> None:
         """Interrupt an abandoned turn and read it to its `done` (its state is still kept)."""
@@ -429,7 +484,7 @@ class RemoteBackend:
 
     async def close(self) -> None:
         """Gateway shutdown: streams end (the runner keeps the sandboxes for a later attach)."""
-        self._end("gateway shutting down")
+        self._end(GATEWAY_SHUTDOWN)
         self._channel_closing = True
         for stream in list(self._streams.values()):
             stream.close()

@@ -59,6 +59,10 @@ class SessionService:
     _last_seq: dict[str, int] = field(default_factory=dict)
     _reserved: dict[str, int] = field(default_factory=dict)
     _turns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _adopting: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.event_log.on_flushed = self.backend.acknowledge
 
     # lookups
 
@@ -120,9 +124,10 @@ class SessionService:
         info = await self.backend.create(session_id, agent_spec(agent))
         runner_id = info.runner_id or self.runner_id
         self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
+        fresh = {} if info.attached else {"runner_hint": 0}
         row = self.store.update_session(
             session_id, status="active", sandbox_id=info.sandbox_id, runner_id=runner_id,
-            error=None,
+            error=None, **fresh,
         )
         assert row is not None
         return row, info
@@ -160,17 +165,53 @@ class SessionService:
         return await self._cold_start(row)
 
     async def _cold_start(self, row: SessionRow) -> SessionRow:
+        """Start the session's sandbox again, or attach to the one its runner kept — and
+        then take over the turns that ran on there while no gateway was attached."""
         self._busy.add(row.id)
         try:
             if row.sandbox_id:
                 self.store.end_sandbox(row.sandbox_id, "dead")
-            started, _ = await self._start_sandbox(row.id, row.agent)
-            return started
+            started, info = await self._start_sandbox(row.id, row.agent)
         except BackendError as exc:
             self.store.update_session(row.id, status="error", sandbox_id=None, error=str(exc))
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc
         finally:
             self._busy.discard(row.id)
+        if info.pending_turns:
+            self._take_over_turns(started)
+        return started
+
+    def _take_over_turns(self, row: SessionRow) -> None:
+        """Log and publish the rest of the turns the runner ran without a gateway.
+
+        Their events are numbered on from the last one in the log, so an event the
+        previous gateway numbered but had not logged yet gets the very id it had:
+        a client that saw it and rejoins with that id sees nothing twice."""
+        self.event_log.flush()
+        current = self.get(row.id)
+        self._last_seq[row.id] = current.last_event_seq
+        log.info("session %s: taking over the turn that ran on its runner without a gateway",
+                 row.id)
+        self._busy.add(row.id)
+        self._run(row, self.backend.replay(row.id))
+
+    def adopt_unfinished_turn(self, session_id: str) -> None:
+        """A runner reports a turn of this session our log lacks the end of: attach to
+        its sandbox and take the turn over (in the background)."""
+        task = asyncio.get_running_loop().create_task(self._adopt(session_id))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, session_id: str) -> None:
+        row = self.store.get_session(session_id)
+        if (row is None or row.status != "active" or self.is_busy(session_id)
+                or self.backend.is_alive(session_id)):
+            return
+        try:
+            await self._cold_start(row)
+        except ApiError as exc:
+            log.warning("session %s: could not take over its running turn: %s",
+                        session_id, exc.message)
 
     async def end(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)
@@ -209,6 +250,9 @@ class SessionService:
             raise ApiError(409, f"session is {row.status}; resume it before sending messages")
         if not self.backend.is_alive(session_id):
             row = await self._cold_start(row)
+            if self.is_busy(session_id):
+                raise ApiError(409, "session is busy with a turn that ran on while the "
+                                    "gateway restarted; wait for its done")
         self._busy.add(session_id)
         return row
 
@@ -222,24 +266,37 @@ class SessionService:
         Its events reach whoever subscribed to the session's feed (subscribe first,
         then start, to see every event).
         """
-        task = asyncio.get_running_loop().create_task(self._produce(row, prompt, options))
+        self._run(row, self._turn_events(row.id, prompt, options))
+
+    def _run(self, row: SessionRow, source: AsyncIterator[events.Event]) -> None:
+        task = asyncio.get_running_loop().create_task(self._produce(row, source))
         self._turns[row.id] = task
         task.add_done_callback(lambda _: self._turns.pop(row.id, None))
 
-    async def _produce(self, row: SessionRow, prompt: str, options: dict[str, Any]) -> None:
+    async def _produce(self, row: SessionRow, source: AsyncIterator[events.Event]) -> None:
         """Sequence, log and publish each event; the log is durable before `done` goes out.
 
         Publishing waits while a subscriber is full, so a slow reader slows the agent.
+        An event from a runner carries its hint; one the gateway made up amid them
+        (runner lost, state not saved), and the first after a jump in numbering, are
+        logged at once, so that after a crash the ids of the runner's events still
+        follow on from the log (see `_take_over_turns`).
         """
         session_id = row.id
         finished = False
+        from_runner = False
         try:
-            async for event in self._turn_events(session_id, prompt, options):
+            async for event in source:
+                renumbered = session_id not in self._last_seq
                 seq = self._next_seq(row)
-                self.event_log.append(session_id, seq, event.type, event.data)
+                self.event_log.append(session_id, seq, event.type, event.data, event.hint)
                 if event.type == events.DONE:
                     self.event_log.flush()
                     self._finish_turn(row)
+                elif event.hint is not None:
+                    from_runner = True
+                elif from_runner or (renumbered and seq != row.last_event_seq + 1):
+                    self.event_log.flush()
                 frame = Frame(seq, event.type, sse.encode_event(seq, event.type, event.data))
                 await self.feeds.publish(session_id, frame)
                 finished = event.type == events.DONE

@@ -80,6 +80,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Ids handed out up to here may have reached a client before their batch was
     # written: after a crash, numbering resumes above it, so no id is ever reused.
     "ALTER TABLE sessions ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;",
+    # The runner's seq_hint of the last event logged from the session's sandbox: a
+    # gateway attaching again after a crash asks its runner for what came after it.
+    "ALTER TABLE sessions ADD COLUMN runner_hint INTEGER NOT NULL DEFAULT 0;",
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "error")
@@ -109,6 +112,7 @@ class SessionRow:
     created_at: float
     updated_at: float
     seq_reserved: int = 0
+    runner_hint: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ class RunnerRow:
 
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
-    "created_at, updated_at, seq_reserved"
+    "created_at, updated_at, seq_reserved, runner_hint"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at"
 _RUNNER_COLUMNS = (
@@ -315,8 +319,9 @@ class Store:
     # events
 
     def append_events(self, rows: Sequence[tuple[str, int, str, bytes, float]],
-                      last_seq_by_session: dict[str, int]) -> None:
-        """Write a batch of events and advance each session's cursor, in one transaction."""
+                      last_seq_by_session: dict[str, int],
+                      last_hint_by_session: dict[str, int] | None = None) -> None:
+        """Write a batch of events and advance each session's cursors, in one transaction."""
         with self.db:
             self.db.executemany(
                 "INSERT INTO events (session_id, seq, type, data, created_at) "
@@ -327,6 +332,11 @@ class Store:
                 "UPDATE sessions SET last_event_seq = ? WHERE id = ? AND last_event_seq < ?",
                 [(seq, sid, seq) for sid, seq in last_seq_by_session.items()],
             )
+            if last_hint_by_session:
+                self.db.executemany(
+                    "UPDATE sessions SET runner_hint = ? WHERE id = ?",
+                    [(hint, sid) for sid, hint in last_hint_by_session.items()],
+                )
 
     def events_after(self, session_id: str, after: int, limit: int) -> list[EventRow]:
         rows = self.db.execute(

@@ -36,6 +36,10 @@ class SandboxInfo:
     """The runner holding the sandbox (coordinator mode); None when it is in-process."""
     agent_backend: str = ""
     """The agent backend the bridge runs (`mock`, `claude`), from its `ready`."""
+    attached: bool = False
+    """The sandbox was already running (a remote runner kept it across a gateway restart)."""
+    pending_turns: int = 0
+    """Turns that ran on while no gateway was attached: `replay` yields their events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,18 @@ class Backend(Protocol):
 
         If the sandbox dies mid-turn the iterator yields an `error` event naming
         the cause, then `done`.
+        """
+        ...
+
+    def replay(self, session_id: str) -> AsyncIterator[Event]:
+        """The rest of the `pending_turns` a `create` that attached reported: every event
+        after the last one acknowledged, up to the last of those turns' `done`."""
+        ...
+
+    def acknowledge(self, hints: dict[str, int]) -> None:
+        """The event log durably holds each session's events up to this `Event.hint`.
+
+        A remote runner then forgets them; in-process sandboxes keep nothing to forget.
         """
         ...
 

@@ -12,7 +12,12 @@ One write is in flight per stream at a time (gRPC's rule): events the bridge
 produces meanwhile go out together in the next message (`SessionEvent.more`),
 so a burst costs one message, a lone event waits for nothing, and at most
 `MAX_COALESCED` events wait: a gateway that reads slowly stalls this session's
-bridge through gRPC flow control, never memory.
+bridge through gRPC flow control, never memory (see `runner.turn_relay`).
+
+A turn belongs to the sandbox, not to the stream: it runs in the session's
+`TurnRelay`, which numbers its events (`seq_hint`) and keeps those the gateway
+has not acknowledged as logged. A gateway that crashes or restarts mid-turn
+leaves the turn running; the next gateway's stream gets the rest of it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import contextlib
 import logging
 import os
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +46,7 @@ from runner.backend import (
 )
 from runner.grpc_transport import SERVER_OPTIONS, add_listener
 from runner.local import LocalBackend
+from runner.turn_relay import Sink, TurnRelay, Write
 from wire import events
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
@@ -50,10 +56,15 @@ log = logging.getLogger("ash.runner")
 
 SERVICE_NAME = "ash.runner.v1.Runner"
 STATE_CHUNK_BYTES = 1024 * 1024
-MAX_COALESCED = 64
-"""Most events waiting for a stream's in-flight write (they go out as one message)."""
 SHUTTING_DOWN = "runner is shutting down"
 _READY = pb.SessionEvent(type=events.READY)
+
+
+def _ready(pending_turns: int) -> pb.SessionEvent:
+    if not pending_turns:
+        return _READY
+    return pb.SessionEvent(type=events.READY,
+                           data=orjson.dumps({"pendingTurns": pending_turns}))
 _DONE_AFTER_ERROR = pb.SessionEvent(type=events.DONE, data=b'{"status":"error"}')
 
 
@@ -91,6 +102,7 @@ class RunnerService(pb_grpc.RunnerServicer):
         self._sandboxes: dict[str, SandboxInfo] = {}
         self._creating = 0
         self._inboxes: dict[str, _Inbox] = {}
+        self._relays: dict[str, TurnRelay] = {}
         self._no_streams = asyncio.Event()
         self._no_streams.set()
         self._releasing: set[asyncio.Task[None]] = set()
@@ -125,6 +137,23 @@ class RunnerService(pb_grpc.RunnerServicer):
     def live_sessions(self) -> list[str]:
         return [sid for sid in self._sandboxes if self.backend.is_alive(sid)]
 
+    def unfinished_sessions(self) -> list[str]:
+        """Sessions with a turn whose events no gateway has all acknowledged."""
+        return [sid for sid, relay in self._relays.items()
+                if relay.unfinished and self.backend.is_alive(sid)]
+
+    def _relay(self, session_id: str) -> TurnRelay:
+        relay = self._relays.get(session_id)
+        if relay is None:
+            relay = TurnRelay(session_id, lambda: self.backend.interrupt(session_id))
+            self._relays[session_id] = relay
+        return relay
+
+    async def _forget_turns(self, session_id: str) -> None:
+        relay = self._relays.pop(session_id, None)
+        if relay is not None:
+            await relay.close()
+
     def release(self, session_ids: Sequence[str]) -> None:
         """The gateway routes these sessions elsewhere now: drop their sandboxes and
         workspaces, in the background (registration must not wait for it)."""
@@ -137,6 +166,7 @@ class RunnerService(pb_grpc.RunnerServicer):
         for session_id in session_ids:
             log.info("releasing session %s: the gateway no longer routes it here", session_id)
             self._sandboxes.pop(session_id, None)
+            await self._forget_turns(session_id)
             try:
                 await self.backend.destroy(session_id)
             except BackendError as exc:
@@ -166,6 +196,7 @@ class RunnerService(pb_grpc.RunnerServicer):
                                 f"runner is full: {held} of {self.max_sandboxes} sandboxes")
         self._creating += 1
         try:
+            await self._forget_turns(session_id)
             agent = await self._agent(request)
             state = request.state if request.HasField("state") else None
             info = await self.backend.create(session_id, agent, state=state)
@@ -197,6 +228,7 @@ class RunnerService(pb_grpc.RunnerServicer):
         self, request: pb.DestroySandboxRequest, context: grpc.aio.ServicerContext
     ) -> pb.DestroySandboxResponse:
         known = self._sandboxes.pop(request.session_id, None) is not None
+        await self._forget_turns(request.session_id)
         try:
             await self.backend.destroy(request.session_id, keep_workspace=request.keep_workspace)
         except BackendError as exc:
@@ -229,18 +261,25 @@ class RunnerService(pb_grpc.RunnerServicer):
         loop = asyncio.get_running_loop()
         reader = loop.create_task(self._read_commands(context, session_id, inbox))
         watcher = loop.create_task(self._watch_exit(session_id, inbox))
+        relay = self._relay(session_id)
+        write: Write = context.write
         try:
-            await context.write(_READY)
+            after = first.open.resume_after
+            pending = relay.pending_turns(after)
+            await write(_ready(pending))
+            await relay.attach(write, after)
             while True:
+                if relay.turn is not None:
+                    await asyncio.shield(relay.turn)
                 item = await inbox.get()
                 if isinstance(item, _End):
                     if item.code is not grpc.StatusCode.OK:
                         context.set_code(item.code)
                         context.set_details(item.details)
                     return
-                await write_turn(context.write, self._turn(
-                    session_id, item.prompt, item.options_json, state_max))
+                relay.start(self._turn(session_id, item.prompt, item.options_json, state_max))
         finally:
+            relay.detach(write)
             reader.cancel()
             watcher.cancel()
             if self._inboxes.get(session_id) is inbox:
@@ -259,6 +298,10 @@ class RunnerService(pb_grpc.RunnerServicer):
                     inbox.put_nowait(command.query)
                 elif kind == "interrupt":
                     await self.backend.interrupt(session_id)
+                elif kind == "ack":
+                    relay = self._relays.get(session_id)
+                    if relay is not None:
+                        relay.ack(command.ack.seq_hint)
             inbox.put_nowait(_End(grpc.StatusCode.OK))
         except (grpc.RpcError, ConnectionError) as exc:
             inbox.put_nowait(_End(grpc.StatusCode.CANCELLED, f"stream broke: {exc}"))
@@ -360,81 +403,12 @@ class RunnerService(pb_grpc.RunnerServicer):
         )
 
 
-class CoalescingWriter:
-    """Writes a turn's messages to a stream with one write in flight at a time.
-
-    A message put while no write is in flight goes out at once; events put while
-    one is in flight wait and leave together, as one message, when it completes.
-    """
-
-    def __init__(self, write: Callable[[pb.SessionEvent], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: list[pb.SessionEvent] = []
-        self._in_flight: asyncio.Future[None] | None = None
-        self._failure: BaseException | None = None
-
-    async def put(self, message: pb.SessionEvent) -> None:
-        """Queue an event message; waits while `MAX_COALESCED` are already waiting."""
-        self._raise_failure()
-        self._pending.append(message)
-        if self._in_flight is None:
-            self._start()
-        while len(self._pending) >= MAX_COALESCED and self._in_flight is not None:
-            await asyncio.wait({self._in_flight})
-            self._raise_failure()
-
-    async def put_alone(self, message: pb.SessionEvent) -> None:
-        """Write a message that travels on its own (a state chunk), after all before it."""
-        await self.flush()
-        await self._write(message)
-
-    async def flush(self) -> None:
-        """Return once everything put so far is written."""
-        while self._in_flight is not None:
-            await asyncio.wait({self._in_flight})
-        self._raise_failure()
-
-    def _start(self) -> None:
-        first, *more = self._pending
-        self._pending = []
-        if more:
-            first.more.extend(pb.Event(type=m.type, data=m.data) for m in more)
-        self._in_flight = asyncio.ensure_future(self._write(first))
-        self._in_flight.add_done_callback(self._written)
-
-    def _written(self, write: asyncio.Future[None]) -> None:
-        self._in_flight = None
-        if write.cancelled():
-            self._failure = asyncio.CancelledError()
-        elif write.exception() is not None:
-            self._failure = write.exception()
-        elif self._pending:
-            self._start()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-
-async def write_turn(
-    write: Callable[[pb.SessionEvent], Awaitable[None]],
-    messages: AsyncIterator[pb.SessionEvent],
-) -> None:
-    """Write a turn's messages in order, coalescing events that pile up behind a write.
-
-    The first is written right here, not from a task: it carries the time to first token.
-    """
-    writer = CoalescingWriter(write)
-    first = True
+async def write_turn(write: Write, messages: AsyncIterator[pb.SessionEvent]) -> None:
+    """Write a turn's messages in order, coalescing events that pile up behind a write."""
+    sink = Sink(write)
     async for message in messages:
-        if first:
-            first = False
-            await write(message)
-        elif message.HasField("state"):
-            await writer.put_alone(message)
-        else:
-            await writer.put(message)
-    await writer.flush()
+        await sink.send(message)
+    await sink.writer.flush()
 
 
 def state_chunks(state: bytes) -> list[pb.StateChunk]:

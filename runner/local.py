@@ -278,6 +278,14 @@ class LocalBackend:
             if turn_open and sandbox.alive:
                 sandbox.draining = asyncio.get_running_loop().create_task(self._drain(sandbox))
 
+    async def replay(self, session_id: str) -> AsyncGenerator[Event, None]:
+        """In-process sandboxes never outlive the gateway: no turn is ever pending."""
+        raise SandboxGone(f"session {session_id} has no turn to replay")
+        yield  # an async generator, like `send`
+
+    def acknowledge(self, hints: dict[str, int]) -> None:
+        """Events from in-process sandboxes carry no hints: nothing is kept to forget."""
+
     def _exit_error(self, sandbox: _Sandbox, code: int) -> Event:
         """The `error` event for a bridge that died mid-turn: the limit it hit, if any."""
         hit = self._isolation.limit_hit(sandbox.bridge)

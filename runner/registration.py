@@ -97,7 +97,8 @@ class Registration:
                 await self._registered_session(backoff)
             except RegistrationRefused:
                 raise
-            except (grpc.RpcError, OSError, _Disconnected) as exc:
+            except (grpc.RpcError, OSError, asyncio.InvalidStateError, _Disconnected) as exc:
+                # InvalidStateError: a heartbeat written just as the gateway ended the call.
                 log.warning("gateway %s unreachable or gone (%s); reconnecting",
                             self._config.gateway, _describe(exc))
             finally:
@@ -199,6 +200,7 @@ class Registration:
             max_sandboxes=config.max_sandboxes, version=config.version,
             heartbeat_interval_ms=max(1, round(config.heartbeat_interval * 1000)),
             draining=self._service.draining, session_ids=self._service.live_sessions(),
+            unfinished_session_ids=self._service.unfinished_sessions(),
         )
 
 

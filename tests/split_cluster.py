@@ -129,8 +129,9 @@ class Cluster:
         self.runners[runner_id] = runner.start()
         return runner
 
-    def restart_gateway(self) -> None:
-        self.gateway.stop()
+    def restart_gateway(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the gateway (SIGKILL: a crash) and start it again on the same data dir."""
+        self.gateway.stop(sig)
         self.gateway = self._gateway()
         self.gateway.start()
 

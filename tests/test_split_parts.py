@@ -10,9 +10,10 @@ import pytest
 
 from gateway.state_store import StateStore
 from runner.agent_cache import AgentCache
-from runner.grpc_server import MAX_COALESCED, STATE_CHUNK_BYTES, CoalescingWriter, state_chunks
+from runner.grpc_server import STATE_CHUNK_BYTES, state_chunks
 from runner.grpc_transport import join_address, split_address
 from runner.registration import Backoff
+from runner.turn_relay import MAX_COALESCED, CoalescingWriter
 from runner.workspace_state import pack_workspace
 from wire import runner_pb2 as pb
 from wire.internal_auth import METADATA_KEY, SecretCheck

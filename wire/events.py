@@ -58,3 +58,6 @@ class Event:
 
     type: str
     data: bytes
+    hint: int | None = None
+    """The runner's `seq_hint` for an event that came over gRPC: what the gateway
+    acknowledges once logged, and resumes after (see runner/turn_relay.py)."""

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels", "heartbeat_interval_ms", "draining", "session_ids")
+    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels", "heartbeat_interval_ms", "draining", "session_ids", "unfinished_session_ids")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class RegisterRequest(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNFINISHED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     runner_id: str
     host: str
     port: int
@@ -33,7 +34,8 @@ class RegisterRequest(_message.Message):
     heartbeat_interval_ms: int
     draining: bool
     session_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., draining: _Optional[bool] = ..., session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    unfinished_session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., draining: _Optional[bool] = ..., session_ids: _Optional[_Iterable[str]] = ..., unfinished_session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("accepted", "heartbeat_interval_ms", "gateway_id", "reason", "release_session_ids")
@@ -128,14 +130,16 @@ class CreateSandboxResponse(_message.Message):
     def __init__(self, sandbox_id: _Optional[str] = ..., pid: _Optional[int] = ..., restored: _Optional[bool] = ..., attached: _Optional[bool] = ..., workspace: _Optional[str] = ..., agent_backend: _Optional[str] = ...) -> None: ...
 
 class SessionCommand(_message.Message):
-    __slots__ = ("open", "query", "interrupt")
+    __slots__ = ("open", "query", "interrupt", "ack")
     class Open(_message.Message):
-        __slots__ = ("session_id", "state_max_bytes")
+        __slots__ = ("session_id", "state_max_bytes", "resume_after")
         SESSION_ID_FIELD_NUMBER: _ClassVar[int]
         STATE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+        RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
         session_id: str
         state_max_bytes: int
-        def __init__(self, session_id: _Optional[str] = ..., state_max_bytes: _Optional[int] = ...) -> None: ...
+        resume_after: int
+        def __init__(self, session_id: _Optional[str] = ..., state_max_bytes: _Optional[int] = ..., resume_after: _Optional[int] = ...) -> None: ...
     class Query(_message.Message):
         __slots__ = ("prompt", "options_json", "turn_id")
         PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -148,13 +152,20 @@ class SessionCommand(_message.Message):
     class Interrupt(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
+    class Ack(_message.Message):
+        __slots__ = ("seq_hint",)
+        SEQ_HINT_FIELD_NUMBER: _ClassVar[int]
+        seq_hint: int
+        def __init__(self, seq_hint: _Optional[int] = ...) -> None: ...
     OPEN_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     INTERRUPT_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
     open: SessionCommand.Open
     query: SessionCommand.Query
     interrupt: SessionCommand.Interrupt
-    def __init__(self, open: _Optional[_Union[SessionCommand.Open, _Mapping]] = ..., query: _Optional[_Union[SessionCommand.Query, _Mapping]] = ..., interrupt: _Optional[_Union[SessionCommand.Interrupt, _Mapping]] = ...) -> None: ...
+    ack: SessionCommand.Ack
+    def __init__(self, open: _Optional[_Union[SessionCommand.Open, _Mapping]] = ..., query: _Optional[_Union[SessionCommand.Query, _Mapping]] = ..., interrupt: _Optional[_Union[SessionCommand.Interrupt, _Mapping]] = ..., ack: _Optional[_Union[SessionCommand.Ack, _Mapping]] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("type", "data", "seq_hint", "turn_id", "state", "more")
