@@ -39,6 +39,7 @@ from runner.backend import (
     SandboxInfo,
 )
 from runner.grpc_transport import SERVER_OPTIONS, add_listener, join_address
+from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
 from wire.events import Event
 from wire.internal_auth import SecretCheck
@@ -109,7 +110,7 @@ class Coordinator:
     # runners coming and going (RegistryListener)
 
     def runner_registered(self, runner: RunnerState, held: Sequence[str],
-                          unfinished: Sequence[str] = ()) -> list[str]:
+                          unfinished: Sequence[pb.UnfinishedTurn] = ()) -> list[str]:
         client = self._clients.get(runner.id)
         if client is None or client.target != runner.address or not client.accepting:
             if client is not None:
@@ -121,8 +122,14 @@ class Coordinator:
             )
         release = [sid for sid in held if not self._routes_to(sid, runner.id)]
         self._unfinished[runner.id] = [
-            sid for sid in unfinished if sid not in release and sid not in self._placement]
+            turn.session_id for turn in unfinished
+            if turn.session_id not in release and turn.session_id not in self._placement
+            and (turn.running or turn.last_seq_hint > self._logged_hint(turn.session_id))]
         return release
+
+    def _logged_hint(self, session_id: str) -> int:
+        row = self._store.get_session(session_id)
+        return row.runner_hint if row is not None else 0
 
     def runner_connected(self, runner_id: str) -> None:
         unfinished = self._unfinished.pop(runner_id, [])

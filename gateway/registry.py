@@ -54,9 +54,9 @@ class RegistryListener(Protocol):
     """What the coordinator does when a runner comes or goes."""
 
     def runner_registered(self, runner: RunnerState, held: Sequence[str],
-                          unfinished: Sequence[str] = ()) -> list[str]:
+                          unfinished: Sequence[pb.UnfinishedTurn] = ()) -> list[str]:
         """`held`: sessions whose sandbox the runner has; returns those it should drop.
-        `unfinished`: of those, the ones with a turn the gateway's log has not all of."""
+        `unfinished`: of those, the ones with a running turn or unacknowledged events."""
         ...
 
     def runner_connected(self, runner_id: str) -> None:
@@ -173,7 +173,7 @@ class Registry(pb_grpc.RunnerRegistryServicer):
         log.info("runner %s registered at %s (%d sandboxes max, heartbeat %g s)",
                  runner.id, runner.address, runner.max_sandboxes, interval)
         release = self._listener.runner_registered(runner, request.session_ids,
-                                                   request.unfinished_session_ids)
+                                                   request.unfinished_turns)
         return pb.RegisterResponse(accepted=True, heartbeat_interval_ms=round(interval * 1000),
                                    gateway_id=self._gateway_id, release_session_ids=release)
 

@@ -95,6 +95,8 @@ class _Stream:
     """Turns the runner ran on with no gateway attached; `replay` reads them."""
     acking: asyncio.Task[None] | None = None
     ack_hint: int = 0
+    turn_done: bool = True
+    """The running turn's `done` was relayed: its next query acknowledges it all."""
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def write(self, command: pb.SessionCommand) -> None:
@@ -271,6 +273,7 @@ class RemoteBackend:
         except TypeError as exc:
             raise BackendError(f"message options are not JSON: {exc}") from exc
         stream.busy = True
+        stream.turn_done = False
         turn_open = False
         per_turn_call: grpc.aio.UnaryStreamCall | None = None
         try:
@@ -316,10 +319,12 @@ class RemoteBackend:
                 stream.close()
 
     def acknowledge(self, hints: dict[str, int]) -> None:
-        """Tell the runner which events the log holds, one Ack in flight per stream."""
+        """Tell the runner which events the log holds, one Ack in flight per stream.
+
+        Only mid-turn: once a turn's `done` is through, the next query says it all."""
         for session_id, hint in hints.items():
             stream = self._streams.get(session_id)
-            if stream is None or stream.closed:
+            if stream is None or stream.closed or stream.turn_done:
                 continue
             stream.ack_hint = max(stream.ack_hint, hint)
             if stream.acking is None:
@@ -366,13 +371,16 @@ class RemoteBackend:
                 return
             event_type = message.type
             if event_type:
+                more = message.more
+                if (more[-1].type if more else event_type) == events.DONE:
+                    stream.turn_done = True  # before the log writes `done`: no Ack for it
                 hint = message.seq_hint or None
                 yield Event(event_type, message.data, hint)
-                for more in message.more:
-                    event_type = more.type
+                for extra in more:
+                    event_type = extra.type
                     if hint is not None:
                         hint += 1
-                    yield Event(event_type, more.data, hint)
+                    yield Event(event_type, extra.data, hint)
                 if event_type == events.DONE:
                     return
                 continue

@@ -137,9 +137,11 @@ class RunnerService(pb_grpc.RunnerServicer):
     def live_sessions(self) -> list[str]:
         return [sid for sid in self._sandboxes if self.backend.is_alive(sid)]
 
-    def unfinished_sessions(self) -> list[str]:
-        """Sessions with a turn whose events no gateway has all acknowledged."""
-        return [sid for sid, relay in self._relays.items()
+    def unfinished_turns(self) -> list[pb.UnfinishedTurn]:
+        """Sessions with a running turn, or events kept that no gateway acknowledged."""
+        return [pb.UnfinishedTurn(session_id=sid, last_seq_hint=relay.last_hint,
+                                  running=relay.running)
+                for sid, relay in self._relays.items()
                 if relay.unfinished and self.backend.is_alive(sid)]
 
     def _relay(self, session_id: str) -> TurnRelay:
@@ -295,6 +297,9 @@ class RunnerService(pb_grpc.RunnerServicer):
             while (command := await context.read()) is not grpc.aio.EOF:
                 kind = command.WhichOneof("command")
                 if kind == "query":
+                    relay = self._relays.get(session_id)
+                    if relay is not None:
+                        relay.ack(relay.last_hint)  # the gateway logged every earlier event
                     inbox.put_nowait(command.query)
                 elif kind == "interrupt":
                     await self.backend.interrupt(session_id)

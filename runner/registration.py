@@ -200,7 +200,7 @@ class Registration:
             max_sandboxes=config.max_sandboxes, version=config.version,
             heartbeat_interval_ms=max(1, round(config.heartbeat_interval * 1000)),
             draining=self._service.draining, session_ids=self._service.live_sessions(),
-            unfinished_session_ids=self._service.unfinished_sessions(),
+            unfinished_turns=self._service.unfinished_turns(),
         )
 
 

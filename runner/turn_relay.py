@@ -151,6 +151,11 @@ class TurnRelay:
         return self._pump is not None and not self._pump.done()
 
     @property
+    def last_hint(self) -> int:
+        """The seq_hint of the sandbox's last event so far (0: none yet)."""
+        return self._next_hint - 1
+
+    @property
     def unfinished(self) -> bool:
         """A turn runs, or events are kept that no gateway has acknowledged."""
         return self.running or bool(self._tail)

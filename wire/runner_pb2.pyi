@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels", "heartbeat_interval_ms", "draining", "session_ids", "unfinished_session_ids")
+    __slots__ = ("runner_id", "host", "port", "max_sandboxes", "version", "labels", "heartbeat_interval_ms", "draining", "session_ids", "unfinished_turns")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,7 +24,7 @@ class RegisterRequest(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
-    UNFINISHED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNFINISHED_TURNS_FIELD_NUMBER: _ClassVar[int]
     runner_id: str
     host: str
     port: int
@@ -34,8 +34,18 @@ class RegisterRequest(_message.Message):
     heartbeat_interval_ms: int
     draining: bool
     session_ids: _containers.RepeatedScalarFieldContainer[str]
-    unfinished_session_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., draining: _Optional[bool] = ..., session_ids: _Optional[_Iterable[str]] = ..., unfinished_session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    unfinished_turns: _containers.RepeatedCompositeFieldContainer[UnfinishedTurn]
+    def __init__(self, runner_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., max_sandboxes: _Optional[int] = ..., version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., draining: _Optional[bool] = ..., session_ids: _Optional[_Iterable[str]] = ..., unfinished_turns: _Optional[_Iterable[_Union[UnfinishedTurn, _Mapping]]] = ...) -> None: ...
+
+class UnfinishedTurn(_message.Message):
+    __slots__ = ("session_id", "last_seq_hint", "running")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_HINT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    last_seq_hint: int
+    running: bool
+    def __init__(self, session_id: _Optional[str] = ..., last_seq_hint: _Optional[int] = ..., running: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("accepted", "heartbeat_interval_ms", "gateway_id", "reason", "release_session_ids")
