@@ -1,47 +1,95 @@
 """The hop benchmark (seed `000_…`): the same workload standalone and through a runner.
 
-    python -m bench.hop [--rounds 10] [--turns 20] [--tokens 20] [--json results.json]
+    python -m bench.hop [--agent mock|claude] [--rounds 50] [--turns 5] [--http1]
 
 Starts, on loopback, as separate processes:
 
-* `standalone`  — `ash-gateway` running sandboxes in-process;
-* `runner`      — `ash-gateway --mode coordinator` + one `ash-runner`; a turn is a
-                  message on the session's long-lived gRPC stream (the shipped design);
-* `runner-send` — the same, with `--turn-rpc send`: each turn opens its own RPC (the
-                  per-turn design, kept to measure against).
+* `standalone`     — `ash-gateway` running sandboxes in-process;
+* `gateway+runner` — `ash-gateway --mode coordinator` + one `ash-runner` (gRPC; a turn
+                     is a message on the session's long-lived stream);
+* with `--turn-rpc-send`, also `runner-send` — the same with `--turn-rpc send` (one RPC
+  per turn, the design kept to measure against).
 
-Rounds alternate between the deployments so drift (CPU frequency, other load) hits
-all of them alike. A round creates a session (timed), runs `--turns` turns on it
-and ends it. Per turn: TTFT, the time from sending the request to the first
-agent-derived event (`text_delta`), and the total, to `done`. The mock agent
-answers at once (no pacing), so every figure is overhead. The client is a raw
-HTTP/1.1 keep-alive socket: the least client work in the measurement, the same
-for every deployment.
+Rounds alternate between the configurations (A B A B …) so drift (CPU frequency, other
+load) hits all of them alike; `--warmup` rounds come first and are not counted. A round
+creates a session (timed), runs `--turns` turns on it, then — unless `--no-lifecycle` —
+pauses and resumes it with its sandbox alive (warm resume, timed), pauses it again, kills
+its sandbox and resumes it (cold resume: a new sandbox, state restored; timed), and ends it.
+
+Per turn: TTFT, from sending the request to the first *agent-derived* SSE event (one the
+agent produced: text, thinking, tool use or result, message, turn_complete — never a
+bookkeeping event, an `error` or `done` the gateway may add), and the total, to `done`.
+The mock agent's first-token delay is fixed (`--first-token-ms`), so its "Ash overhead"
+(TTFT minus that delay) is exact; with `--agent claude` (the real Claude Agent SDK against
+`bench/model_stub.py`) it is the first event minus the stub's first token, on one clock.
+
+The client is a raw synchronous HTTP/2 client on one connection per configuration (the
+least client work, the same for each); `--http1` uses one HTTP/1.1 keep-alive socket.
+Output: markdown tables on stdout, a progress line on stderr, and the full JSON (every
+raw sample) and a PNG chart in `bench/results/` (`hop-<agent>-latest.*`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+from bench import report
+from bench.h2_client import RawH2Client
+from bench.stats import NoSamples, Summary, markdown_table, ms, summarize
+from wire import events
 
 API_KEY = "ash_bench_key"
 SECRET = "bench-internal-secret"
 AGENT = "bench"
 STARTUP_TIMEOUT = 30.0
+TURN_TIMEOUT = 120.0
+MODEL_KEY = "bench-model-key"
+"""The dummy model key the runner holds; the stub accepts any."""
+CLAUDE_MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "1", "API_TIMEOUT_MS": "30000"}
+"""A broken stub fails a turn within a minute instead of the CLI retrying for minutes."""
+
+AGENT_EVENT_TYPES: frozenset[str] = events.TURN_EVENT_TYPES - {events.ERROR, events.DONE}
+"""SSE event types the agent produces; the first of them ends TTFT."""
+
+CREATE, TTFT, TOTAL, OVERHEAD = "create session", "TTFT", "total msg", "Ash overhead"
+FIRST_EVENT = "first SSE event"
+WARM_CREATE, WARM_RESUME, COLD_RESUME = "create (warm pool)", "warm resume", "cold resume"
+SEED_METRICS = (CREATE, TTFT, TOTAL)
+LIFECYCLE_METRICS = (WARM_RESUME, COLD_RESUME)
+
+
+# --- configurations and their processes ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    name: str
+    """As the tables show it."""
+    key: str
+    """File- and directory-safe."""
+    turn_rpc: str | None
+    """None: standalone; else the coordinator's `--turn-rpc`."""
+
+
+STANDALONE = Config("standalone", "standalone", None)
+VIA_RUNNER = Config("gateway+runner", "runner", "session")
+VIA_RUNNER_SEND = Config("gateway+runner (RPC per turn)", "runner-send", "send")
 
 
 @dataclass
@@ -59,6 +107,26 @@ class Deployment:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """What a gateway prints when it is ready."""
+
+    url: str
+    registry: str | None
+
+
+def parse_banner(text: str) -> Banner:
+    """The gateway's URL and, in coordinator mode, its runner registry address."""
+    url = re.search(r"listening on (\S+)", text)
+    if url is None:
+        raise RuntimeError(f"no 'listening on URL' in the gateway's banner: {text!r}")
+    registry = re.search(r"Runner registry \(gRPC, [^)]*\) on (\S+)", text)
+    return Banner(url.group(1), registry.group(1) if registry else None)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path,
@@ -73,42 +141,233 @@ def _spawn(args: list[str], env: dict[str, str], log: Path,
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
+            process.wait()
             raise RuntimeError(f"{args[:2]} exited: {log.read_text()[-2000:]}")
         lines.append(line)
         if ready.search(line):
             return process, lines
+    process.kill()
     raise RuntimeError(f"{args[:2]} did not start: {lines}")
 
 
-def _found(pattern: str, text: str) -> str:
-    match = re.search(pattern, text)
-    if match is None:
-        raise RuntimeError(f"no {pattern!r} in {text!r}")
-    return match.group(1)
-
-
-def start(name: str, root: Path, turn_rpc: str | None) -> Deployment:
+def start(name: str, root: Path, turn_rpc: str | None, *, extra_env: dict[str, str] | None = None,
+          gateway_args: list[str] | None = None,
+          runner_args: list[str] | None = None) -> Deployment:
     """A deployment: the gateway, plus a runner unless `turn_rpc` is None (standalone)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
-    env.update(ASH_API_KEY=API_KEY, ASH_INTERNAL_SECRET=SECRET)
+    env.update(ASH_API_KEY=API_KEY, ASH_INTERNAL_SECRET=SECRET, **(extra_env or {}))
     deployment = Deployment(name)
     args = ["-m", "gateway", "--port", "0", "--data-dir", str(root / name / "gateway"),
-            "--log-level", "warning"]
+            "--log-level", "warning", *(gateway_args or [])]
     if turn_rpc is not None:
         args += ["--mode", "coordinator", "--grpc-port", "0", "--turn-rpc", turn_rpc]
     (root / name).mkdir(parents=True)
-    gateway, lines = _spawn(args, env, root / name / "gateway.log", re.compile("^API key"))
-    deployment.processes.append(gateway)
-    deployment.url = _found(r"listening on (\S+)", "".join(lines))
-    if turn_rpc is not None:
-        registry = _found(r"Runner registry \(gRPC, \w+\) on (\S+)", "".join(lines))
-        runner, _ = _spawn(
-            ["-m", "runner", "--gateway", registry, "--listen", "127.0.0.1:0",
-             "--runner-id", f"{name}-1", "--data-dir", str(root / name / "runner"),
-             "--heartbeat-interval", "1", "--log-level", "warning"],
-            env, root / name / "runner.log", re.compile("listening on"))
-        deployment.processes.append(runner)
+    try:
+        gateway, lines = _spawn(args, env, root / name / "gateway.log",
+                                re.compile("^API key"))
+        deployment.processes.append(gateway)
+        banner = parse_banner("".join(lines))
+        deployment.url = banner.url
+        if turn_rpc is not None:
+            if banner.registry is None:
+                raise RuntimeError(f"the coordinator printed no runner registry: {lines}")
+            runner, _ = _spawn(
+                ["-m", "runner", "--gateway", banner.registry, "--listen", "127.0.0.1:0",
+                 "--runner-id", f"{name}-1", "--data-dir", str(root / name / "runner"),
+                 "--heartbeat-interval", "1", "--log-level", "warning", *(runner_args or [])],
+                env, root / name / "runner.log", re.compile("listening on"))
+            deployment.processes.append(runner)
+    except BaseException:
+        deployment.stop()
+        raise
     return deployment
+
+
+def supports_flag(module: str, flag: str) -> bool:
+    """Whether `python -m module --help` lists `flag` (e.g. a feature still being built)."""
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                          text=True, check=False, timeout=60)
+    listed = re.search(rf"(^|\s){re.escape(flag)}\b", done.stdout)
+    return done.returncode == 0 and listed is not None
+
+
+# --- SSE: finding the first agent-derived event ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SseFrame:
+    event: str
+    """The `event:` field; "" when the frame has none (never counted as the agent's)."""
+    data: bytes
+    id: str | None = None
+
+
+class SseScanner:
+    """Incremental SSE parser: feed it bytes as they arrive, get back complete frames.
+
+    Comment lines (`: keep-alive`) and frames with no data are skipped, as a browser would.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[SseFrame]:
+        self._pending = (self._pending + data).replace(b"\r\n", b"\n")
+        *blocks, self._pending = self._pending.split(b"\n\n")
+        frames = []
+        for block in blocks:
+            event, lines, ident = "", [], None
+            for line in block.split(b"\n"):
+                name, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if name == b"event":
+                    event = value.decode()
+                elif name == b"data":
+                    lines.append(value)
+                elif name == b"id":
+                    ident = value.decode()
+            if lines:
+                frames.append(SseFrame(event, b"\n".join(lines), ident))
+        return frames
+
+
+def is_agent_event(frame: SseFrame) -> bool:
+    return frame.event in AGENT_EVENT_TYPES
+
+
+@dataclass(slots=True)
+class TurnTiming:
+    """One turn, in seconds after the request was sent (`perf_counter` clock)."""
+
+    first_event: float
+    first_agent_event: float
+    done: float
+    first_agent_type: str
+    sent_wall: float
+    """The request's send time on `time.time()`, to line up with the model stub's clock."""
+
+
+class TurnWatch:
+    """Follows one turn's SSE bytes and records when its milestones arrived."""
+
+    def __init__(self) -> None:
+        self.scanner = SseScanner()
+        self.sent_wall = time.time()
+        self.started = time.perf_counter()
+        self.first_event: float | None = None
+        self.first_agent: tuple[float, str] | None = None
+        self.done: float | None = None
+        self.frames = 0
+
+    def feed(self, data: bytes, at: float) -> None:
+        for frame in self.scanner.feed(data):
+            self.frames += 1
+            if self.first_event is None:
+                self.first_event = at - self.started
+            if self.first_agent is None and is_agent_event(frame):
+                self.first_agent = (at - self.started, frame.event)
+            if frame.event == events.DONE and self.done is None:
+                self.done = at - self.started
+
+    def result(self) -> TurnTiming:
+        """The turn's timing; a turn with no agent event or no `done` measured nothing."""
+        if self.first_agent is None or self.done is None or self.first_event is None:
+            missing = "no agent-derived event" if self.first_agent is None else "no done"
+            raise RuntimeError(f"turn streamed {self.frames} frames but {missing}")
+        return TurnTiming(self.first_event, self.first_agent[0], self.done,
+                          self.first_agent[1], self.sent_wall)
+
+
+# --- clients ---------------------------------------------------------------------------
+
+
+class BenchClient(Protocol):
+    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]: ...
+
+    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming: ...
+
+    def close(self) -> None: ...
+
+
+H2_HEADERS = [("authorization", f"Bearer {API_KEY}"), ("content-type", "application/json")]
+
+
+class H2Client:
+    """Requests on one HTTP/2 connection (h2c prior knowledge), read synchronously."""
+
+    def __init__(self, url: str) -> None:
+        self.raw = RawH2Client(url, timeout=TURN_TIMEOUT)
+        self.raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
+        stream_id = self.raw.request(method, path, headers=H2_HEADERS, body=body)
+        result = self.raw.wait_response(stream_id)
+        del self.raw.streams[stream_id]
+        if result.status is None:
+            raise ConnectionError(f"{method} {path}: no response (connection lost)")
+        return result.status, json.loads(bytes(result.body)) if result.body else None
+
+    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
+        watch = TurnWatch()
+        stream_id = self.raw.request("POST", f"/api/sessions/{session_id}/messages",
+                                     headers=H2_HEADERS, body=json.dumps(body).encode())
+        result = self.raw.streams[stream_id]
+        seen = 0
+        while not (result.ended or result.reset or self.raw.terminated):
+            self.raw.pump()
+            if len(result.body) > seen:
+                at = time.perf_counter()
+                watch.feed(bytes(result.body[seen:]), at)
+                seen = len(result.body)
+        del self.raw.streams[stream_id]
+        if result.status != 200:
+            raise RuntimeError(f"turn failed: {result.status} {bytes(result.body)[:300]!r}")
+        return watch.result()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class ChunkedDecoder:
+    """Incremental HTTP/1.1 chunked transfer decoding; `finished` after the last chunk."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._left = 0
+        self.finished = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = []
+        while not self.finished:
+            if self._left:
+                piece = self._buffer[:self._left]
+                out.append(piece)
+                self._left -= len(piece)
+                self._buffer = self._buffer[len(piece):]
+                if self._left:
+                    break
+                continue
+            if not self._buffer.startswith(b"\r\n") and b"\r\n" not in self._buffer:
+                break
+            if self._buffer.startswith(b"\r\n"):  # the CRLF after a chunk's data
+                self._buffer = self._buffer[2:]
+                continue
+            size_line, self._buffer = self._buffer.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                if b"\r\n" not in self._buffer:
+                    self._buffer = size_line + b"\r\n" + self._buffer
+                    break
+                self.finished = True
+                self._buffer = self._buffer.split(b"\r\n", 1)[1]
+            self._left = size
+        return b"".join(out)
+
+    def rest(self) -> bytes:
+        """Bytes after the terminating chunk (the next response on the connection)."""
+        return self._buffer
 
 
 class Http1Client:
@@ -117,7 +376,7 @@ class Http1Client:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host = f"{parts.hostname}:{parts.port}"
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=TURN_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
@@ -127,151 +386,548 @@ class Http1Client:
             f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
-    def _read_until(self, marker: bytes) -> None:
-        while marker not in self.buffer:
-            data = self.sock.recv(262144)
-            if not data:
-                raise ConnectionError("gateway closed the connection")
-            self.buffer += data
+    def _recv(self) -> bytes:
+        data = self.sock.recv(262144)
+        if not data:
+            raise ConnectionError("gateway closed the connection")
+        return data
+
+    def _head(self) -> tuple[int, str]:
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        text = head.decode("latin-1")
+        return int(text.split(" ", 2)[1]), text
 
     def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]:
         """A request with a JSON body and a JSON (content-length) response."""
         self._send(method, path, b"" if payload is None else json.dumps(payload).encode())
-        self._read_until(b"\r\n\r\n")
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status = int(head.split(b" ", 2)[1])
-        length = int(_found(r"(?i)content-length: *(\d+)", head.decode("latin-1")))
-        while len(self.buffer) < length:
-            self.buffer += self.sock.recv(262144)
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        status, head = self._head()
+        length = re.search(r"(?i)content-length: *(\d+)", head)
+        if length is None:
+            raise RuntimeError(f"{method} {path}: no content-length in {head!r}")
+        size = int(length.group(1))
+        while len(self.buffer) < size:
+            self.buffer += self._recv()
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
         return status, json.loads(body) if body else None
 
-    def turn(self, session_id: str, content: str) -> tuple[float, float]:
-        """One streamed turn: seconds to the first `text_delta`, and to the end of the stream."""
-        body = json.dumps({"content": content}).encode()
-        started = time.perf_counter()
-        self._send("POST", f"/api/sessions/{session_id}/messages", body)
-        self._read_until(b"event: text_delta")
-        first = time.perf_counter()
-        self._read_until(b"event: done")
-        self._read_until(b"\r\n0\r\n\r\n")
-        done = time.perf_counter()
-        if b" 200 " not in self.buffer[:20]:
-            raise RuntimeError(f"turn failed: {self.buffer[:300]!r}")
-        self.buffer = self.buffer.split(b"\r\n0\r\n\r\n", 1)[1]
-        return first - started, done - started
+    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
+        watch = TurnWatch()
+        self._send("POST", f"/api/sessions/{session_id}/messages", json.dumps(body).encode())
+        status, head = self._head()
+        if status != 200 or "chunked" not in head.lower():
+            raise RuntimeError(f"turn failed: {head!r} {self.buffer[:300]!r}")
+        decoder = ChunkedDecoder()
+        data, self.buffer = self.buffer, b""
+        while True:
+            watch.feed(decoder.feed(data), time.perf_counter())
+            if decoder.finished:
+                break
+            data = self._recv()
+        self.buffer = decoder.rest()
+        return watch.result()
 
     def close(self) -> None:
         self.sock.close()
 
 
-def run_round(client: Http1Client, turns: int, samples: dict[str, list[float]]) -> None:
+# --- one round -------------------------------------------------------------------------
+
+
+Samples = dict[str, list[float]]
+"""metric → samples in milliseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    agent: str
+    rounds: int
+    warmup: int
+    turns: int
+    tokens: int
+    first_token_ms: float
+    token_interval_ms: float
+    http: str
+    sandbox: str
+    lifecycle: bool
+    warm_pool: int
+    warm_pool_rounds: int
+    warm_pool_refill_ms: float
+    configurations: tuple[str, ...]
+
+
+@dataclass
+class Target:
+    """One configuration while the bench runs: its processes and its one connection."""
+
+    config: Config
+    deployment: Deployment
+    client: BenchClient
+    samples: Samples = field(default_factory=dict)
+
+    def add(self, metric: str, value_ms: float) -> None:
+        self.samples.setdefault(metric, []).append(value_ms)
+
+
+class FirstToken(Protocol):
+    """When the agent's model produced its first token, for the overhead figure."""
+
+    def before_turn(self) -> None: ...
+
+    def after(self, timing: TurnTiming) -> float | None:
+        """Milliseconds after the request was sent; None if unknown."""
+        ...
+
+
+@dataclass
+class FixedFirstToken:
+    """The mock agent: its first token comes a known delay after the command."""
+
+    delay_ms: float
+
+    def before_turn(self) -> None:
+        return None
+
+    def after(self, timing: TurnTiming) -> float | None:
+        return self.delay_ms
+
+
+@dataclass
+class StubFirstToken:
+    """The real SDK: the model stub records when it wrote its first token (`time.time()`)."""
+
+    stub: Any
+
+    def before_turn(self) -> None:
+        self.stub.clear_requests()
+
+    def after(self, timing: TurnTiming) -> float | None:
+        tokens = [r["first_token_at"] for r in self.stub.requests()
+                  if r.get("first_token_at")]
+        return (min(tokens) - timing.sent_wall) * 1000 if tokens else None
+
+
+def _session_id(status: int, answer: Any, action: str) -> str:
+    if status != 201 and status != 200:
+        raise RuntimeError(f"{action} failed: {status} {answer}")
+    return str(answer["session"]["id"])
+
+
+def live_sandboxes(client: BenchClient) -> int:
+    status, health = client.call("GET", "/health")
+    if status != 200:
+        raise RuntimeError(f"/health: {status} {health}")
+    return int(health["sandboxes"]["live"])
+
+
+def session_pids(session_id: str) -> list[int]:
+    """PIDs of the processes serving `session_id` (they carry ASH_SESSION_ID), via /proc."""
+    needle = f"ASH_SESSION_ID={session_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+    return pids
+
+
+def kill_sandbox(client: BenchClient, session_id: str) -> None:
+    """Kill a session's sandbox (started by this bench's gateway or runner) and wait until
+    the gateway sees it gone, so the next resume is a cold one."""
+    before = live_sandboxes(client)
+    pids = session_pids(session_id)
+    if not pids:
+        raise RuntimeError(f"no sandbox process found for session {session_id}")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while live_sandboxes(client) >= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway did not notice session {session_id}'s sandbox die")
+        time.sleep(0.005)
+
+
+def run_round(target: Target, settings: Settings, first_token: FirstToken,
+              note: Callable[[str], None]) -> None:
+    client = target.client
     started = time.perf_counter()
-    status, created = client.call("POST", "/api/sessions", {"agent": AGENT})
-    samples["create session"].append(time.perf_counter() - started)
-    if status != 201:
-        raise RuntimeError(f"create failed: {created}")
-    session_id = created["session"]["id"]
-    for turn in range(turns):
-        ttft, total = client.turn(session_id, f"turn {turn} of the hop benchmark")
-        samples["TTFT"].append(ttft)
-        samples["total msg"].append(total)
-    client.call("DELETE", f"/api/sessions/{session_id}")
+    status, answer = client.call("POST", "/api/sessions", {"agent": AGENT})
+    target.add(CREATE, (time.perf_counter() - started) * 1000)
+    session_id = _session_id(status, answer, "create")
+    for turn in range(settings.turns):
+        note(f"turn {turn + 1}/{settings.turns}")
+        first_token.before_turn()
+        timing = client.turn(session_id, {"content": f"turn {turn} of the hop benchmark"})
+        target.add(FIRST_EVENT, timing.first_event * 1000)
+        target.add(TTFT, timing.first_agent_event * 1000)
+        target.add(TOTAL, timing.done * 1000)
+        model_first = first_token.after(timing)
+        if model_first is not None:
+            target.add(OVERHEAD, timing.first_agent_event * 1000 - model_first)
+    if settings.lifecycle:
+        note("warm resume")
+        _session_id(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
+        started = time.perf_counter()
+        status, answer = client.call("POST", f"/api/sessions/{session_id}/resume")
+        target.add(WARM_RESUME, (time.perf_counter() - started) * 1000)
+        sandbox = answer["session"]["sandboxId"] if status == 200 else None
+        _session_id(status, answer, "warm resume")
+        note("cold resume")
+        _session_id(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
+        kill_sandbox(client, session_id)
+        started = time.perf_counter()
+        status, answer = client.call("POST", f"/api/sessions/{session_id}/resume")
+        target.add(COLD_RESUME, (time.perf_counter() - started) * 1000)
+        _session_id(status, answer, "cold resume")
+        if answer["session"]["sandboxId"] == sandbox:
+            raise RuntimeError("the cold resume kept the old sandbox: it was not cold")
+    _session_id(*client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
+def warm_create_round(target: Target, settings: Settings) -> None:
+    """A create served from the warm pool: the pool had `--warm-pool-refill-ms` to refill."""
+    time.sleep(settings.warm_pool_refill_ms / 1000)
+    started = time.perf_counter()
+    status, answer = target.client.call("POST", "/api/sessions", {"agent": AGENT})
+    target.add(WARM_CREATE, (time.perf_counter() - started) * 1000)
+    session_id = _session_id(status, answer, "warm create")
+    _session_id(*target.client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
-    return {"p50": pct(50), "p95": pct(95), "p99": pct(99),
-            "mean": statistics.fmean(ordered) * 1000, "n": len(ordered)}
+# --- the per-hop breakdown (ASH_DEBUG_TIMING) ------------------------------------------
 
 
-def report(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    metrics = ("create session", "TTFT", "total msg")
-    lines = []
-    for name, table in results.items():
-        lines += [f"\n### {name}\n", "| metric | p50 | p95 | p99 | mean | n |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {m} | {table[m]['p50']:.3f} | {table[m]['p95']:.3f} | "
-                  f"{table[m]['p99']:.3f} | {table[m]['mean']:.3f} | {table[m]['n']} |"
-                  for m in metrics]
-    base = results["standalone"]
-    lines += ["\n### Overhead (minus standalone), ms\n",
-              "| deployment | metric | p50 delta | mean delta |", "|---|---|---|---|"]
-    for name, table in results.items():
-        if name == "standalone":
-            continue
-        lines += [f"| {name} | {m} | {table[m]['p50'] - base[m]['p50']:+.3f} | "
-                  f"{table[m]['mean'] - base[m]['mean']:+.3f} |" for m in metrics]
-    return "\n".join(lines)
+def collect_breakdown(deployment: Deployment) -> dict[str, Any] | None:
+    """The per-hop breakdown of a configuration's turns from its ASH_DEBUG_TIMING points.
+
+    None until the timing points and `bench/timing.py` (parse, join, breakdown) land;
+    they plug in here, and `breakdown_section` prints what this returns.
+    """
+    return None
+
+
+def breakdown_section(breakdowns: dict[str, dict[str, Any] | None]) -> str:
+    available = {name: b for name, b in breakdowns.items() if b is not None}
+    if not available:
+        return ("### Per-hop breakdown\n\nnot available in this build: it needs the "
+                "ASH_DEBUG_TIMING points (bench/timing.py).")
+    rows = []
+    for name, breakdown in available.items():
+        rows += [[name, hop, ms(value)] for hop, value in breakdown.items()]
+    return "### Per-hop breakdown, p50 ms\n\n" + markdown_table(
+        ["configuration", "hop", "p50"], rows)
+
+
+# --- figures and report ----------------------------------------------------------------
+
+
+def summaries(samples: dict[str, Samples]) -> dict[str, dict[str, Summary]]:
+    """Every metric of every configuration; NoSamples if a seed metric has none."""
+    result = {}
+    for config, table in samples.items():
+        for metric in SEED_METRICS:
+            if not table.get(metric):
+                raise NoSamples(f"{config}: no {metric} samples — the bench measured nothing")
+        result[config] = {metric: summarize(values) for metric, values in table.items()
+                          if values}
+    return result
+
+
+def overhead(configured: dict[str, Summary], base: dict[str, Summary]) -> dict[str, Summary]:
+    """A configuration minus standalone, per metric both have."""
+    return {metric: summary.minus(base[metric]) for metric, summary in configured.items()
+            if metric in base}
+
+
+def seed_table(table: dict[str, Summary]) -> str:
+    return markdown_table(["metric", "p50", "p95", "p99", "mean", "n"], [
+        [metric, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean), s.n]
+        for metric in SEED_METRICS if (s := table.get(metric)) is not None])
+
+
+def overhead_table(delta: dict[str, Summary]) -> str:
+    return markdown_table(["metric", "p50 delta", "p95 delta", "mean delta"], [
+        [metric, ms(d.p50, True), ms(d.p95, True), ms(d.mean, True)]
+        for metric in SEED_METRICS if (d := delta.get(metric)) is not None])
+
+
+def ash_overhead_table(results: dict[str, dict[str, Summary]], agent: str) -> str | None:
+    rows = [[config, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean), s.n]
+            for config, table in results.items() if (s := table.get(OVERHEAD)) is not None]
+    if not rows:
+        return None
+    what = ("TTFT minus the mock agent's fixed first-token delay" if agent == "mock" else
+            "first agent event minus the model stub's first token (the SDK's own work included)")
+    return (f"### Ash overhead per message ({what}), ms\n\n"
+            + markdown_table(["configuration", "p50", "p95", "p99", "mean", "n"], rows))
+
+
+def lifecycle_table(results: dict[str, dict[str, Summary]], warm_pool_note: str | None) -> str:
+    configs = list(results)
+    headers = ["figure"] + [f"{c} {p}" for c in configs for p in ("p50", "p95")]
+    rows = []
+    for label, metric in (("create (cold)", CREATE), (WARM_CREATE, WARM_CREATE),
+                          (WARM_RESUME, WARM_RESUME), (COLD_RESUME, COLD_RESUME)):
+        cells: list[object] = [label]
+        for config in configs:
+            s = results[config].get(metric)
+            cells += ["n/a", "n/a"] if s is None else [ms(s.p50), ms(s.p95)]
+        rows.append(cells)
+    text = "### Lifecycle, ms\n\n" + markdown_table(headers, rows)
+    if warm_pool_note:
+        text += f"\n\n{WARM_CREATE}: {warm_pool_note}"
+    return text
+
+
+def render(settings: Settings, machine: report.Machine, results: dict[str, dict[str, Summary]],
+           breakdowns: dict[str, dict[str, Any] | None], warm_pool_note: str | None) -> str:
+    configs = list(results)
+    base_name = configs[0]
+    agent = ("mock agent: first token after "
+             f"{settings.first_token_ms:g} ms, {settings.tokens} tokens "
+             f"{settings.token_interval_ms:g} ms apart" if settings.agent == "mock" else
+             "claude agent: the real Claude Agent SDK against bench/model_stub.py "
+             f"(first token after {settings.first_token_ms:g} ms)")
+    parts = ["# Hop benchmark", "", *machine.lines(),
+             f"- {settings.rounds} rounds after {settings.warmup} warm-up, alternating "
+             f"{' / '.join(configs)}; {settings.turns} turns per round",
+             f"- {agent}; client: one {settings.http} connection per configuration; "
+             f"sandbox {settings.sandbox}",
+             "- all values in milliseconds; TTFT = request sent → first agent-derived event",
+             ""]
+    for config in configs:
+        parts += [f"### {config}", "", seed_table(results[config]), ""]
+    for config in configs[1:]:
+        parts += [f"### Overhead ({config} minus {base_name})", "",
+                  overhead_table(overhead(results[config], results[base_name])), ""]
+    if (table := ash_overhead_table(results, settings.agent)) is not None:
+        parts += [table, ""]
+    if settings.lifecycle or any(WARM_CREATE in r for r in results.values()):
+        parts += [lifecycle_table(results, warm_pool_note), ""]
+    parts.append(breakdown_section(breakdowns))
+    return "\n".join(parts)
+
+
+def payload(settings: Settings, machine: report.Machine, samples: dict[str, Samples],
+            results: dict[str, dict[str, Summary]], breakdowns: dict[str, Any],
+            warm_pool_note: str | None, started: float, duration: float) -> dict[str, Any]:
+    configs = list(results)
+    return {
+        "bench": "hop",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(duration, 3),
+        "machine": machine.as_dict(),
+        "settings": asdict(settings),
+        "units": "ms",
+        "summaries": {c: {m: s.as_dict() for m, s in table.items()}
+                      for c, table in results.items()},
+        "overhead": {c: {m: s.as_dict() for m, s in
+                         overhead(results[c], results[configs[0]]).items()}
+                     for c in configs[1:]},
+        "warm_pool": warm_pool_note or "measured",
+        "breakdown": breakdowns,
+        "samples": samples,
+    }
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def make_agent(root: Path, settings: Settings) -> Path:
+    folder = root / "agent"
+    folder.mkdir()
+    (folder / "CLAUDE.md").write_text("# Bench\nYou are the hop benchmark's agent.\n")
+    if settings.agent == "mock":
+        config: dict[str, Any] = {"backend": "mock", "mock": {
+            "first_token_delay_ms": settings.first_token_ms,
+            "token_interval_ms": settings.token_interval_ms, "tokens": settings.tokens}}
+    else:
+        config = {"backend": "claude", "env": CLAUDE_MODEL_ENV}
+    (folder / "agent.json").write_text(json.dumps(config))
+    return folder
+
+
+def connect(url: str, http: str) -> BenchClient:
+    return Http1Client(url) if http == "HTTP/1.1" else H2Client(url)
+
+
+def wait_for_runner(client: BenchClient, name: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        _, listed = client.call("GET", "/api/runners")
+        if any(r["state"] == "healthy" and r["connected"] for r in listed["runners"]):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no runner registered with {name}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def deployed(configs: list[Config], root: Path, settings: Settings, agent_dir: Path,
+             env: dict[str, str], warm_pool: int = 0) -> Iterator[list[Target]]:
+    """Each configuration started, the agent deployed, a runner registered; stopped after."""
+    targets: list[Target] = []
+    suffix = "-pool" if warm_pool else ""
+    pool_args = ["--warm-pool", str(warm_pool)] if warm_pool else []
+    try:
+        for config in configs:
+            standalone = config.turn_rpc is None
+            deployment = start(
+                config.key + suffix, root, config.turn_rpc, extra_env=env,
+                gateway_args=["--sandbox", settings.sandbox, *pool_args] if standalone else [],
+                runner_args=[] if standalone else ["--sandbox", settings.sandbox, *pool_args])
+            targets.append(Target(config, deployment, connect(deployment.url, settings.http)))
+            status, answer = targets[-1].client.call(
+                "POST", "/api/agents", {"name": AGENT, "path": str(agent_dir)})
+            if status != 201:
+                raise RuntimeError(f"deploy failed on {config.name}: {answer}")
+            if not standalone:
+                wait_for_runner(targets[-1].client, config.name)
+        yield targets
+    finally:
+        for target in targets:
+            with contextlib.suppress(OSError):
+                target.client.close()
+        for target in targets:
+            target.deployment.stop()
+
+
+def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
+            first_token: FirstToken, progress: report.Progress
+            ) -> tuple[dict[str, Samples], dict[str, Any], str | None]:
+    agent_dir = make_agent(root, settings)
+    total = settings.warmup + settings.rounds
+    with deployed(configs, root, settings, agent_dir, env) as targets:
+        for number in range(total):
+            counted = number >= settings.warmup
+            label = (f"round {number - settings.warmup + 1}/{settings.rounds}" if counted
+                     else f"warm-up {number + 1}/{settings.warmup}")
+            for target in targets:
+                scratch = Target(target.config, target.deployment, target.client)
+                progress.update(f"{label} {target.config.name}")
+                prefix = f"{label} {target.config.name}"
+                run_round(target if counted else scratch, settings, first_token,
+                          lambda text, prefix=prefix: progress.update(f"{prefix}: {text}"))
+        samples = {t.config.name: t.samples for t in targets}
+        breakdowns = {t.config.name: collect_breakdown(t.deployment) for t in targets}
+    note = warm_pool_phase(settings, configs, root, env, agent_dir, samples, progress)
+    return samples, breakdowns, note
+
+
+def warm_pool_phase(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
+                    agent_dir: Path, samples: dict[str, Samples],
+                    progress: report.Progress) -> str | None:
+    """Warm-pool creates on deployments started with `--warm-pool N`, if the build has it.
+
+    Returns why there are no figures (shown in place of them), or None when measured.
+    """
+    if settings.warm_pool <= 0:
+        return "off"
+    progress.update("warm pool: is --warm-pool supported?")
+    modules = {"gateway"} | ({"runner"} if any(c.turn_rpc for c in configs) else set())
+    if not all(supports_flag(module, "--warm-pool") for module in modules):
+        return "n/a (no --warm-pool in this build)"
+    with deployed(configs, root, settings, agent_dir, env, settings.warm_pool) as targets:
+        for number in range(settings.warm_pool_rounds):
+            for target in targets:
+                progress.update(f"warm pool {number + 1}/{settings.warm_pool_rounds} "
+                                f"{target.config.name}")
+                warm_create_round(target, settings)
+            for target in targets:
+                samples[target.config.name].setdefault(WARM_CREATE, []).extend(
+                    target.samples.pop(WARM_CREATE, []))
+    return None
+
+
+@contextlib.contextmanager
+def model_stub(settings: Settings) -> Iterator[tuple[dict[str, str], FirstToken]]:
+    """For `--agent claude`: the model stub, and the env that points the runner at it."""
+    if settings.agent == "mock":
+        yield {}, FixedFirstToken(settings.first_token_ms)
+        return
+    from bench.model_stub import StubProcess
+
+    with StubProcess(["--first-token-ms", str(settings.first_token_ms),
+                      "--token-interval-ms", str(settings.token_interval_ms)]) as stub:
+        yield ({"ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": MODEL_KEY},
+               StubFirstToken(stub))
+
+
+def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
+    parser = argparse.ArgumentParser(prog="python -m bench.hop", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", choices=("mock", "claude"), default="mock")
+    parser.add_argument("--rounds", type=int, help="counted rounds (default 50 mock, 20 claude)")
+    parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds first")
+    parser.add_argument("--turns", type=int, help="turns per round (default 5 mock, 3 claude)")
+    parser.add_argument("--tokens", type=int, default=20, help="mock: text_delta events per reply")
+    parser.add_argument("--first-token-ms", type=float, default=0.0,
+                        help="the mock agent's (or the model stub's) first-token delay")
+    parser.add_argument("--token-interval-ms", type=float, default=0.0)
+    parser.add_argument("--http1", action="store_true",
+                        help="HTTP/1.1 keep-alive instead of HTTP/2 (one connection either way)")
+    parser.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
+    parser.add_argument("--no-lifecycle", action="store_true",
+                        help="skip the pause/resume figures")
+    parser.add_argument("--warm-pool", type=int, default=2,
+                        help="warm-pool size for the warm-create figure (0: skip it)")
+    parser.add_argument("--warm-pool-rounds", type=int, default=20)
+    parser.add_argument("--warm-pool-refill-ms", type=float, default=300.0,
+                        help="pause before each warm create, for the pool to refill")
+    parser.add_argument("--turn-rpc-send", action="store_true",
+                        help="also measure gateway+runner with one RPC per turn")
+    parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    claude = args.agent == "claude"
+    rounds = args.rounds if args.rounds is not None else (20 if claude else 50)
+    turns = args.turns if args.turns is not None else (3 if claude else 5)
+    if rounds < 1 or turns < 1 or args.warmup < 0:
+        parser.error("--rounds and --turns must be at least 1, --warmup at least 0")
+    configs = [STANDALONE, VIA_RUNNER] + ([VIA_RUNNER_SEND] if args.turn_rpc_send else [])
+    settings = Settings(
+        agent=args.agent, rounds=rounds, warmup=args.warmup, turns=turns, tokens=args.tokens,
+        first_token_ms=args.first_token_ms, token_interval_ms=args.token_interval_ms,
+        http="HTTP/1.1" if args.http1 else "HTTP/2", sandbox=args.sandbox,
+        lifecycle=not args.no_lifecycle, warm_pool=args.warm_pool,
+        warm_pool_rounds=args.warm_pool_rounds, warm_pool_refill_ms=args.warm_pool_refill_ms,
+        configurations=tuple(c.name for c in configs))
+    return settings, configs, args.results_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.hop", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--turns", type=int, default=20, help="turns per round (per session)")
-    parser.add_argument("--tokens", type=int, default=20, help="text_delta events per reply")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
+    settings, configs, results_dir = parse_args(argv)
+    started = time.time()
+    stamp = report.timestamp()
+    machine = report.machine()
+    progress = report.Progress()
     root = Path(tempfile.mkdtemp(prefix="ash-hop-"))
-    agent_dir = root / "agent"
-    agent_dir.mkdir()
-    (agent_dir / "CLAUDE.md").write_text("# Bench\nA benchmark agent.\n")
-    (agent_dir / "agent.json").write_text(json.dumps(
-        {"backend": "mock", "mock": {"first_token_delay_ms": 0, "token_interval_ms": 0,
-                                     "tokens": args.tokens}}))
-    deployments = []
-    clients: dict[str, Http1Client] = {}
     try:
-        for name, turn_rpc in (("standalone", None), ("runner", "session"),
-                               ("runner-send", "send")):
-            deployment = start(name, root, turn_rpc)
-            deployments.append(deployment)
-            clients[name] = client = Http1Client(deployment.url)
-            status, answer = client.call("POST", "/api/agents",
-                                         {"name": AGENT, "path": str(agent_dir)})
-            if status != 201:
-                raise RuntimeError(f"deploy failed on {name}: {answer}")
-        _wait_for_runners(clients)
-        samples = {name: {"create session": [], "TTFT": [], "total msg": []} for name in clients}
-        for round_number in range(args.warmup + args.rounds):
-            for name, client in clients.items():
-                scratch: dict[str, list[float]] = {m: [] for m in samples[name]}
-                run_round(client, args.turns, scratch if round_number < args.warmup
-                          else samples[name])
-        results = {name: {m: summary(v) for m, v in table.items()}
-                   for name, table in samples.items()}
-        print(f"# Hop benchmark: {args.rounds} rounds x {args.turns} turns, mock agent "
-              f"({args.tokens} tokens, no pacing); milliseconds")
-        print(report(results))
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-        return 0
+        with model_stub(settings) as (env, first_token):
+            samples, breakdowns, warm_pool_note = measure(
+                settings, configs, root, env, first_token, progress)
     finally:
-        for client in clients.values():
-            client.close()
-        for deployment in deployments:
-            deployment.stop()
+        progress.done()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_for_runners(clients: dict[str, Http1Client]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    for name, client in clients.items():
-        if name == "standalone":
-            continue
-        while True:
-            _, listed = client.call("GET", "/api/runners")
-            if any(r["state"] == "healthy" and r["connected"]
-                   for r in listed["runners"]):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no runner registered with {name}")
-            time.sleep(0.05)
+    try:
+        results = summaries(samples)
+    except NoSamples as exc:
+        print(f"bench.hop: {exc}", file=sys.stderr)
+        return 1
+    print(render(settings, machine, results, breakdowns, warm_pool_note), flush=True)
+    name = f"hop-{settings.agent}"
+    data = payload(settings, machine, samples, results, breakdowns, warm_pool_note,
+                   started, time.time() - started)
+    written = report.write_json(data, name, stamp, results_dir)
+    chart = report.write_chart(
+        {config: {m: v for m, v in table.items() if m in (*SEED_METRICS, *LIFECYCLE_METRICS,
+                                                          WARM_CREATE)}
+         for config, table in samples.items()},
+        f"hop cost, {settings.agent} agent, {settings.rounds} rounds", name, stamp, results_dir)
+    print(f"\nJSON: {written.path}" + (f"\nchart: {chart.path}" if chart else ""))
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import logging
 import os
-import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.hop import API_KEY, Http1Client, _spawn
+from bench.report import machine_lines as machine
+from bench.stats import percentile
 from runner.backend import AgentSpec
 from runner.isolation import BwrapIsolation, NoIsolation, SandboxUnavailable
 from runner.local import LocalBackend
@@ -96,27 +96,6 @@ def start_gateway(mode: str, root: Path) -> tuple[subprocess.Popen[str], Http1Cl
     return process, client
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def machine() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kib = next(int(line.split()[1]) for line in
-                      Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-    bwrap = shutil.which("bwrap")
-    bwrap_version = subprocess.run([bwrap, "--version"], capture_output=True, text=True,
-                                   check=False).stdout.strip() if bwrap else "not installed"
-    cgroup = "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"
-    return [f"- machine: {cpu}, {os.cpu_count()} cores, {memory_kib / 2**20:.1f} GiB RAM",
-            f"- kernel {platform.release()}, Python {platform.python_version()}, "
-            f"{bwrap_version}, cgroup {cgroup}"]
-
-
 def report(samples: dict[str, dict[str, list[float]]], rounds: int) -> str:
     modes = [m for m in MODES if m in samples]
     lines = ["# Sandbox spawn cost", "", *machine(), f"- {rounds} rounds, alternating modes",
@@ -126,7 +105,7 @@ def report(samples: dict[str, dict[str, list[float]]], rounds: int) -> str:
     for figure in FIGURES:
         cells = []
         for mode in modes:
-            values = samples[mode][figure]
+            values = sorted(samples[mode][figure])
             cells += [f"{statistics.median(values):.1f} ms", f"{percentile(values, 0.95):.1f} ms"]
         if len(modes) == 2:
             delta = (statistics.median(samples["bwrap"][figure])
