@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,9 +67,13 @@ CLAUDE_MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "1", "API_TIMEOUT_MS": "30000"}
 
 AGENT_EVENT_TYPES: frozenset[str] = events.TURN_EVENT_TYPES - {events.ERROR, events.DONE}
 """SSE event types the agent produces; the first of them ends TTFT."""
+MODEL_OUTPUT_TYPES: frozenset[str] = frozenset(
+    {events.TEXT_DELTA, events.THINKING_DELTA, events.TOOL_USE})
+"""The agent passing on its model's output: what the "Ash overhead" figure is timed to. (The
+real SDK's first event is its `system` message, sent before it calls the model.)"""
 
 CREATE, TTFT, TOTAL, OVERHEAD = "create session", "TTFT", "total msg", "Ash overhead"
-FIRST_EVENT = "first SSE event"
+FIRST_EVENT, FIRST_OUTPUT = "first SSE event", "first model output"
 WARM_CREATE, WARM_RESUME, COLD_RESUME = "create (warm pool)", "warm resume", "cold resume"
 SEED_METRICS = (CREATE, TTFT, TOTAL)
 LIFECYCLE_METRICS = (WARM_RESUME, COLD_RESUME)
@@ -241,6 +246,8 @@ class TurnTiming:
 
     first_event: float
     first_agent_event: float
+    first_output: float | None
+    """The first text, thinking or tool use; None if the turn had none."""
     done: float
     first_agent_type: str
     sent_wall: float
@@ -256,6 +263,7 @@ class TurnWatch:
         self.started = time.perf_counter()
         self.first_event: float | None = None
         self.first_agent: tuple[float, str] | None = None
+        self.first_output: float | None = None
         self.done: float | None = None
         self.frames = 0
 
@@ -266,6 +274,8 @@ class TurnWatch:
                 self.first_event = at - self.started
             if self.first_agent is None and is_agent_event(frame):
                 self.first_agent = (at - self.started, frame.event)
+            if self.first_output is None and frame.event in MODEL_OUTPUT_TYPES:
+                self.first_output = at - self.started
             if frame.event == events.DONE and self.done is None:
                 self.done = at - self.started
 
@@ -274,7 +284,7 @@ class TurnWatch:
         if self.first_agent is None or self.done is None or self.first_event is None:
             missing = "no agent-derived event" if self.first_agent is None else "no done"
             raise RuntimeError(f"turn streamed {self.frames} frames but {missing}")
-        return TurnTiming(self.first_event, self.first_agent[0], self.done,
+        return TurnTiming(self.first_event, self.first_agent[0], self.first_output, self.done,
                           self.first_agent[1], self.sent_wall)
 
 
@@ -465,6 +475,8 @@ class Target:
     deployment: Deployment
     client: BenchClient
     samples: Samples = field(default_factory=dict)
+    first_agent_types: Counter[str] = field(default_factory=Counter)
+    """Which event type ended TTFT, turn by turn (the JSON shows it)."""
 
     def add(self, metric: str, value_ms: float) -> None:
         self.samples.setdefault(metric, []).append(value_ms)
@@ -564,9 +576,12 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken,
         target.add(FIRST_EVENT, timing.first_event * 1000)
         target.add(TTFT, timing.first_agent_event * 1000)
         target.add(TOTAL, timing.done * 1000)
-        model_first = first_token.after(timing)
-        if model_first is not None:
-            target.add(OVERHEAD, timing.first_agent_event * 1000 - model_first)
+        target.first_agent_types[timing.first_agent_type] += 1
+        if timing.first_output is not None:
+            target.add(FIRST_OUTPUT, timing.first_output * 1000)
+            model_first = first_token.after(timing)
+            if model_first is not None:
+                target.add(OVERHEAD, timing.first_output * 1000 - model_first)
     if settings.lifecycle:
         note("warm resume")
         _session_id(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
@@ -642,16 +657,22 @@ def overhead(configured: dict[str, Summary], base: dict[str, Summary]) -> dict[s
             if metric in base}
 
 
-def seed_table(table: dict[str, Summary]) -> str:
+def table_metrics(agent: str) -> tuple[str, ...]:
+    """The seed's rows; with the real SDK also the first model output, which comes well
+    after its first event (the SDK's `system` message)."""
+    return SEED_METRICS if agent == "mock" else (*SEED_METRICS, FIRST_OUTPUT)
+
+
+def seed_table(table: dict[str, Summary], metrics: tuple[str, ...] = SEED_METRICS) -> str:
     return markdown_table(["metric", "p50", "p95", "p99", "mean", "n"], [
         [metric, ms(s.p50), ms(s.p95), ms(s.p99), ms(s.mean), s.n]
-        for metric in SEED_METRICS if (s := table.get(metric)) is not None])
+        for metric in metrics if (s := table.get(metric)) is not None])
 
 
-def overhead_table(delta: dict[str, Summary]) -> str:
+def overhead_table(delta: dict[str, Summary], metrics: tuple[str, ...] = SEED_METRICS) -> str:
     return markdown_table(["metric", "p50 delta", "p95 delta", "mean delta"], [
         [metric, ms(d.p50, True), ms(d.p95, True), ms(d.mean, True)]
-        for metric in SEED_METRICS if (d := delta.get(metric)) is not None])
+        for metric in metrics if (d := delta.get(metric)) is not None])
 
 
 def ash_overhead_table(results: dict[str, dict[str, Summary]], agent: str) -> str | None:
@@ -660,7 +681,8 @@ def ash_overhead_table(results: dict[str, dict[str, Summary]], agent: str) -> st
     if not rows:
         return None
     what = ("TTFT minus the mock agent's fixed first-token delay" if agent == "mock" else
-            "first agent event minus the model stub's first token (the SDK's own work included)")
+            "first model output minus the model stub's first token; the SDK's own work "
+            "is included")
     return (f"### Ash overhead per message ({what}), ms\n\n"
             + markdown_table(["configuration", "p50", "p95", "p99", "mean", "n"], rows))
 
@@ -685,6 +707,7 @@ def lifecycle_table(results: dict[str, dict[str, Summary]], warm_pool_note: str 
 def render(settings: Settings, machine: report.Machine, results: dict[str, dict[str, Summary]],
            breakdowns: dict[str, dict[str, Any] | None], warm_pool_note: str | None) -> str:
     configs = list(results)
+    metrics = table_metrics(settings.agent)
     base_name = configs[0]
     agent = ("mock agent: first token after "
              f"{settings.first_token_ms:g} ms, {settings.tokens} tokens "
@@ -699,10 +722,10 @@ def render(settings: Settings, machine: report.Machine, results: dict[str, dict[
              "- all values in milliseconds; TTFT = request sent → first agent-derived event",
              ""]
     for config in configs:
-        parts += [f"### {config}", "", seed_table(results[config]), ""]
+        parts += [f"### {config}", "", seed_table(results[config], metrics), ""]
     for config in configs[1:]:
         parts += [f"### Overhead ({config} minus {base_name})", "",
-                  overhead_table(overhead(results[config], results[base_name])), ""]
+                  overhead_table(overhead(results[config], results[base_name]), metrics), ""]
     if (table := ash_overhead_table(results, settings.agent)) is not None:
         parts += [table, ""]
     if settings.lifecycle or any(WARM_CREATE in r for r in results.values()):
@@ -711,9 +734,18 @@ def render(settings: Settings, machine: report.Machine, results: dict[str, dict[
     return "\n".join(parts)
 
 
-def payload(settings: Settings, machine: report.Machine, samples: dict[str, Samples],
-            results: dict[str, dict[str, Summary]], breakdowns: dict[str, Any],
-            warm_pool_note: str | None, started: float, duration: float) -> dict[str, Any]:
+@dataclass(slots=True)
+class Measured:
+    samples: dict[str, Samples]
+    first_agent_types: dict[str, dict[str, int]]
+    breakdowns: dict[str, dict[str, Any] | None]
+    warm_pool_note: str | None
+    """Why there are no warm-pool figures; None when they were measured."""
+
+
+def payload(settings: Settings, machine: report.Machine, measured: Measured,
+            results: dict[str, dict[str, Summary]], started: float,
+            duration: float) -> dict[str, Any]:
     configs = list(results)
     return {
         "bench": "hop",
@@ -727,9 +759,10 @@ def payload(settings: Settings, machine: report.Machine, samples: dict[str, Samp
         "overhead": {c: {m: s.as_dict() for m, s in
                          overhead(results[c], results[configs[0]]).items()}
                      for c in configs[1:]},
-        "warm_pool": warm_pool_note or "measured",
-        "breakdown": breakdowns,
-        "samples": samples,
+        "warm_pool": measured.warm_pool_note or "measured",
+        "breakdown": measured.breakdowns,
+        "first_agent_event_types": measured.first_agent_types,
+        "samples": measured.samples,
     }
 
 
@@ -796,8 +829,7 @@ def deployed(configs: list[Config], root: Path, settings: Settings, agent_dir: P
 
 
 def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
-            first_token: FirstToken, progress: report.Progress
-            ) -> tuple[dict[str, Samples], dict[str, Any], str | None]:
+            first_token: FirstToken, progress: report.Progress) -> Measured:
     agent_dir = make_agent(root, settings)
     total = settings.warmup + settings.rounds
     with deployed(configs, root, settings, agent_dir, env) as targets:
@@ -812,9 +844,10 @@ def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str
                 run_round(target if counted else scratch, settings, first_token,
                           lambda text, prefix=prefix: progress.update(f"{prefix}: {text}"))
         samples = {t.config.name: t.samples for t in targets}
+        types = {t.config.name: dict(t.first_agent_types) for t in targets}
         breakdowns = {t.config.name: collect_breakdown(t.deployment) for t in targets}
     note = warm_pool_phase(settings, configs, root, env, agent_dir, samples, progress)
-    return samples, breakdowns, note
+    return Measured(samples, types, breakdowns, note)
 
 
 def warm_pool_phase(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
@@ -860,9 +893,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser = argparse.ArgumentParser(prog="python -m bench.hop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=("mock", "claude"), default="mock")
-    parser.add_argument("--rounds", type=int, help="counted rounds (default 50 mock, 20 claude)")
-    parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds first")
-    parser.add_argument("--turns", type=int, help="turns per round (default 5 mock, 3 claude)")
+    parser.add_argument("--rounds", type=int, help="counted rounds (default 50; claude 10, "
+                        "as a real SDK session takes seconds to create)")
+    parser.add_argument("--warmup", type=int, help="uncounted rounds first (default 3; claude 1)")
+    parser.add_argument("--turns", type=int, default=5, help="turns per round")
     parser.add_argument("--tokens", type=int, default=20, help="mock: text_delta events per reply")
     parser.add_argument("--first-token-ms", type=float, default=0.0,
                         help="the mock agent's (or the model stub's) first-token delay")
@@ -882,13 +916,13 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)
     claude = args.agent == "claude"
-    rounds = args.rounds if args.rounds is not None else (20 if claude else 50)
-    turns = args.turns if args.turns is not None else (3 if claude else 5)
-    if rounds < 1 or turns < 1 or args.warmup < 0:
+    rounds = args.rounds if args.rounds is not None else (10 if claude else 50)
+    warmup = args.warmup if args.warmup is not None else (1 if claude else 3)
+    if rounds < 1 or args.turns < 1 or warmup < 0:
         parser.error("--rounds and --turns must be at least 1, --warmup at least 0")
     configs = [STANDALONE, VIA_RUNNER] + ([VIA_RUNNER_SEND] if args.turn_rpc_send else [])
     settings = Settings(
-        agent=args.agent, rounds=rounds, warmup=args.warmup, turns=turns, tokens=args.tokens,
+        agent=args.agent, rounds=rounds, warmup=warmup, turns=args.turns, tokens=args.tokens,
         first_token_ms=args.first_token_ms, token_interval_ms=args.token_interval_ms,
         http="HTTP/1.1" if args.http1 else "HTTP/2", sandbox=args.sandbox,
         lifecycle=not args.no_lifecycle, warm_pool=args.warm_pool,
@@ -906,25 +940,24 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="ash-hop-"))
     try:
         with model_stub(settings) as (env, first_token):
-            samples, breakdowns, warm_pool_note = measure(
-                settings, configs, root, env, first_token, progress)
+            measured = measure(settings, configs, root, env, first_token, progress)
     finally:
         progress.done()
         shutil.rmtree(root, ignore_errors=True)
     try:
-        results = summaries(samples)
+        results = summaries(measured.samples)
     except NoSamples as exc:
         print(f"bench.hop: {exc}", file=sys.stderr)
         return 1
-    print(render(settings, machine, results, breakdowns, warm_pool_note), flush=True)
+    print(render(settings, machine, results, measured.breakdowns, measured.warm_pool_note),
+          flush=True)
     name = f"hop-{settings.agent}"
-    data = payload(settings, machine, samples, results, breakdowns, warm_pool_note,
-                   started, time.time() - started)
+    data = payload(settings, machine, measured, results, started, time.time() - started)
     written = report.write_json(data, name, stamp, results_dir)
     chart = report.write_chart(
         {config: {m: v for m, v in table.items() if m in (*SEED_METRICS, *LIFECYCLE_METRICS,
                                                           WARM_CREATE)}
-         for config, table in samples.items()},
+         for config, table in measured.samples.items()},
         f"hop cost, {settings.agent} agent, {settings.rounds} rounds", name, stamp, results_dir)
     print(f"\nJSON: {written.path}" + (f"\nchart: {chart.path}" if chart else ""))
     return 0

@@ -70,6 +70,17 @@ def test_a_bookkeeping_event_first_does_not_end_ttft() -> None:
     assert timing.done == pytest.approx(0.009)
 
 
+def test_the_sdk_system_message_is_the_first_agent_event_but_not_model_output() -> None:
+    watch = hop.TurnWatch()
+    watch.feed(sse("message", '{"type":"system","subtype":"init"}', 1), watch.started + 0.002)
+    watch.feed(sse("text_delta", '{"text":"hi"}', 2) + sse("done", "{}", 3),
+               watch.started + 0.040)
+    timing = watch.result()
+    assert timing.first_agent_type == "message"
+    assert timing.first_agent_event == pytest.approx(0.002)
+    assert timing.first_output == pytest.approx(0.040)
+
+
 @pytest.mark.parametrize("event", ["error", "done", "", "session_started"])
 def test_gateway_events_are_not_agent_derived(event: str) -> None:
     assert not hop.is_agent_event(hop.SseFrame(event, b"{}"))
