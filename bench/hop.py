@@ -1,6 +1,6 @@
 """The hop benchmark (seed `000_…`): the same workload standalone and through a runner.
 
-    python -m bench.hop [--agent mock|claude] [--rounds 50] [--turns 5] [--http1]
+    python -m bench.hop [--agent mock|claude] [--rounds 50] [--turns 5] [--http1] [--help]
 
 Starts, on loopback, as separate processes:
 
@@ -21,7 +21,14 @@ agent produced: text, thinking, tool use or result, message, turn_complete — n
 bookkeeping event, an `error` or `done` the gateway may add), and the total, to `done`.
 The mock agent's first-token delay is fixed (`--first-token-ms`), so its "Ash overhead"
 (TTFT minus that delay) is exact; with `--agent claude` (the real Claude Agent SDK against
-`bench/model_stub.py`) it is the first event minus the stub's first token, on one clock.
+`bench/model_stub.py`, whose first event is its `system` message) it is the first model
+output (text, thinking, tool use) minus the stub's first token, on one clock. After the
+rounds, with `--warm-pool N` and a build that has it, creates from a warm pool are timed
+on deployments started with that flag; otherwise the figure is reported as n/a. The
+per-hop breakdown is the slot `collect_breakdown` fills from ASH_DEBUG_TIMING points.
+
+Processes come from `bench.deploy`, the timed clients from `bench.turn_client`, the
+statistics from `bench.stats`, the header and files from `bench.report`.
 
 The client is a raw synchronous HTTP/2 client on one connection per configuration (the
 least client work, the same for each); `--http1` uses one HTTP/1.1 keep-alive socket.
@@ -35,11 +42,8 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,29 +52,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from bench import report
-from bench.h2_client import RawH2Client
+from bench.deploy import STARTUP_TIMEOUT, Deployment, start, supports_flag
 from bench.stats import NoSamples, Summary, markdown_table, ms, summarize
-from wire import events
+from bench.turn_client import BenchClient, TurnTiming, connect
 
-API_KEY = "ash_bench_key"
-SECRET = "bench-internal-secret"
 AGENT = "bench"
-STARTUP_TIMEOUT = 30.0
-TURN_TIMEOUT = 120.0
 MODEL_KEY = "bench-model-key"
 """The dummy model key the runner holds; the stub accepts any."""
 CLAUDE_MODEL_ENV = {"CLAUDE_CODE_MAX_RETRIES": "1", "API_TIMEOUT_MS": "30000"}
 """A broken stub fails a turn within a minute instead of the CLI retrying for minutes."""
-
-AGENT_EVENT_TYPES: frozenset[str] = events.TURN_EVENT_TYPES - {events.ERROR, events.DONE}
-"""SSE event types the agent produces; the first of them ends TTFT."""
-MODEL_OUTPUT_TYPES: frozenset[str] = frozenset(
-    {events.TEXT_DELTA, events.THINKING_DELTA, events.TOOL_USE})
-"""The agent passing on its model's output: what the "Ash overhead" figure is timed to. (The
-real SDK's first event is its `system` message, sent before it calls the model.)"""
 
 CREATE, TTFT, TOTAL, OVERHEAD = "create session", "TTFT", "total msg", "Ash overhead"
 FIRST_EVENT, FIRST_OUTPUT = "first SSE event", "first model output"
@@ -95,351 +87,6 @@ class Config:
 STANDALONE = Config("standalone", "standalone", None)
 VIA_RUNNER = Config("gateway+runner", "runner", "session")
 VIA_RUNNER_SEND = Config("gateway+runner (RPC per turn)", "runner-send", "send")
-
-
-@dataclass
-class Deployment:
-    name: str
-    url: str = ""
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Banner:
-    """What a gateway prints when it is ready."""
-
-    url: str
-    registry: str | None
-
-
-def parse_banner(text: str) -> Banner:
-    """The gateway's URL and, in coordinator mode, its runner registry address."""
-    url = re.search(r"listening on (\S+)", text)
-    if url is None:
-        raise RuntimeError(f"no 'listening on URL' in the gateway's banner: {text!r}")
-    registry = re.search(r"Runner registry \(gRPC, [^)]*\) on (\S+)", text)
-    return Banner(url.group(1), registry.group(1) if registry else None)
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path,
-           ready: re.Pattern[str]) -> tuple[subprocess.Popen[str], list[str]]:
-    """Start a process; returns it with the stdout lines up to and including `ready`."""
-    with open(log, "ab") as stderr:
-        process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
-                                   stderr=stderr, text=True, env=env)
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            process.wait()
-            raise RuntimeError(f"{args[:2]} exited: {log.read_text()[-2000:]}")
-        lines.append(line)
-        if ready.search(line):
-            return process, lines
-    process.kill()
-    raise RuntimeError(f"{args[:2]} did not start: {lines}")
-
-
-def start(name: str, root: Path, turn_rpc: str | None, *, extra_env: dict[str, str] | None = None,
-          gateway_args: list[str] | None = None,
-          runner_args: list[str] | None = None) -> Deployment:
-    """A deployment: the gateway, plus a runner unless `turn_rpc` is None (standalone)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
-    env.update(ASH_API_KEY=API_KEY, ASH_INTERNAL_SECRET=SECRET, **(extra_env or {}))
-    deployment = Deployment(name)
-    args = ["-m", "gateway", "--port", "0", "--data-dir", str(root / name / "gateway"),
-            "--log-level", "warning", *(gateway_args or [])]
-    if turn_rpc is not None:
-        args += ["--mode", "coordinator", "--grpc-port", "0", "--turn-rpc", turn_rpc]
-    (root / name).mkdir(parents=True)
-    try:
-        gateway, lines = _spawn(args, env, root / name / "gateway.log",
-                                re.compile("^API key"))
-        deployment.processes.append(gateway)
-        banner = parse_banner("".join(lines))
-        deployment.url = banner.url
-        if turn_rpc is not None:
-            if banner.registry is None:
-                raise RuntimeError(f"the coordinator printed no runner registry: {lines}")
-            runner, _ = _spawn(
-                ["-m", "runner", "--gateway", banner.registry, "--listen", "127.0.0.1:0",
-                 "--runner-id", f"{name}-1", "--data-dir", str(root / name / "runner"),
-                 "--heartbeat-interval", "1", "--log-level", "warning", *(runner_args or [])],
-                env, root / name / "runner.log", re.compile("listening on"))
-            deployment.processes.append(runner)
-    except BaseException:
-        deployment.stop()
-        raise
-    return deployment
-
-
-def supports_flag(module: str, flag: str) -> bool:
-    """Whether `python -m module --help` lists `flag` (e.g. a feature still being built)."""
-    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
-                          text=True, check=False, timeout=60)
-    listed = re.search(rf"(^|\s){re.escape(flag)}\b", done.stdout)
-    return done.returncode == 0 and listed is not None
-
-
-# --- SSE: finding the first agent-derived event ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SseFrame:
-    event: str
-    """The `event:` field; "" when the frame has none (never counted as the agent's)."""
-    data: bytes
-    id: str | None = None
-
-
-class SseScanner:
-    """Incremental SSE parser: feed it bytes as they arrive, get back complete frames.
-
-    Comment lines (`: keep-alive`) and frames with no data are skipped, as a browser would.
-    """
-
-    def __init__(self) -> None:
-        self._pending = b""
-
-    def feed(self, data: bytes) -> list[SseFrame]:
-        self._pending = (self._pending + data).replace(b"\r\n", b"\n")
-        *blocks, self._pending = self._pending.split(b"\n\n")
-        frames = []
-        for block in blocks:
-            event, lines, ident = "", [], None
-            for line in block.split(b"\n"):
-                name, _, value = line.partition(b":")
-                value = value[1:] if value.startswith(b" ") else value
-                if name == b"event":
-                    event = value.decode()
-                elif name == b"data":
-                    lines.append(value)
-                elif name == b"id":
-                    ident = value.decode()
-            if lines:
-                frames.append(SseFrame(event, b"\n".join(lines), ident))
-        return frames
-
-
-def is_agent_event(frame: SseFrame) -> bool:
-    return frame.event in AGENT_EVENT_TYPES
-
-
-@dataclass(slots=True)
-class TurnTiming:
-    """One turn, in seconds after the request was sent (`perf_counter` clock)."""
-
-    first_event: float
-    first_agent_event: float
-    first_output: float | None
-    """The first text, thinking or tool use; None if the turn had none."""
-    done: float
-    first_agent_type: str
-    sent_wall: float
-    """The request's send time on `time.time()`, to line up with the model stub's clock."""
-
-
-class TurnWatch:
-    """Follows one turn's SSE bytes and records when its milestones arrived."""
-
-    def __init__(self) -> None:
-        self.scanner = SseScanner()
-        self.sent_wall = time.time()
-        self.started = time.perf_counter()
-        self.first_event: float | None = None
-        self.first_agent: tuple[float, str] | None = None
-        self.first_output: float | None = None
-        self.done: float | None = None
-        self.frames = 0
-
-    def feed(self, data: bytes, at: float) -> None:
-        for frame in self.scanner.feed(data):
-            self.frames += 1
-            if self.first_event is None:
-                self.first_event = at - self.started
-            if self.first_agent is None and is_agent_event(frame):
-                self.first_agent = (at - self.started, frame.event)
-            if self.first_output is None and frame.event in MODEL_OUTPUT_TYPES:
-                self.first_output = at - self.started
-            if frame.event == events.DONE and self.done is None:
-                self.done = at - self.started
-
-    def result(self) -> TurnTiming:
-        """The turn's timing; a turn with no agent event or no `done` measured nothing."""
-        if self.first_agent is None or self.done is None or self.first_event is None:
-            missing = "no agent-derived event" if self.first_agent is None else "no done"
-            raise RuntimeError(f"turn streamed {self.frames} frames but {missing}")
-        return TurnTiming(self.first_event, self.first_agent[0], self.first_output, self.done,
-                          self.first_agent[1], self.sent_wall)
-
-
-# --- clients ---------------------------------------------------------------------------
-
-
-class BenchClient(Protocol):
-    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]: ...
-
-    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming: ...
-
-    def close(self) -> None: ...
-
-
-H2_HEADERS = [("authorization", f"Bearer {API_KEY}"), ("content-type", "application/json")]
-
-
-class H2Client:
-    """Requests on one HTTP/2 connection (h2c prior knowledge), read synchronously."""
-
-    def __init__(self, url: str) -> None:
-        self.raw = RawH2Client(url, timeout=TURN_TIMEOUT)
-        self.raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]:
-        body = None if payload is None else json.dumps(payload).encode()
-        stream_id = self.raw.request(method, path, headers=H2_HEADERS, body=body)
-        result = self.raw.wait_response(stream_id)
-        del self.raw.streams[stream_id]
-        if result.status is None:
-            raise ConnectionError(f"{method} {path}: no response (connection lost)")
-        return result.status, json.loads(bytes(result.body)) if result.body else None
-
-    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
-        watch = TurnWatch()
-        stream_id = self.raw.request("POST", f"/api/sessions/{session_id}/messages",
-                                     headers=H2_HEADERS, body=json.dumps(body).encode())
-        result = self.raw.streams[stream_id]
-        seen = 0
-        while not (result.ended or result.reset or self.raw.terminated):
-            self.raw.pump()
-            if len(result.body) > seen:
-                at = time.perf_counter()
-                watch.feed(bytes(result.body[seen:]), at)
-                seen = len(result.body)
-        del self.raw.streams[stream_id]
-        if result.status != 200:
-            raise RuntimeError(f"turn failed: {result.status} {bytes(result.body)[:300]!r}")
-        return watch.result()
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-class ChunkedDecoder:
-    """Incremental HTTP/1.1 chunked transfer decoding; `finished` after the last chunk."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._left = 0
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = []
-        while not self.finished:
-            if self._left:
-                piece = self._buffer[:self._left]
-                out.append(piece)
-                self._left -= len(piece)
-                self._buffer = self._buffer[len(piece):]
-                if self._left:
-                    break
-                continue
-            if not self._buffer.startswith(b"\r\n") and b"\r\n" not in self._buffer:
-                break
-            if self._buffer.startswith(b"\r\n"):  # the CRLF after a chunk's data
-                self._buffer = self._buffer[2:]
-                continue
-            size_line, self._buffer = self._buffer.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                if b"\r\n" not in self._buffer:
-                    self._buffer = size_line + b"\r\n" + self._buffer
-                    break
-                self.finished = True
-                self._buffer = self._buffer.split(b"\r\n", 1)[1]
-            self._left = size
-        return b"".join(out)
-
-    def rest(self) -> bytes:
-        """Bytes after the terminating chunk (the next response on the connection)."""
-        return self._buffer
-
-
-class Http1Client:
-    """A keep-alive HTTP/1.1 client on one raw socket."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host = f"{parts.hostname}:{parts.port}"
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=TURN_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
-
-    def _send(self, method: str, path: str, body: bytes) -> None:
-        self.sock.sendall(
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-
-    def _recv(self) -> bytes:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ConnectionError("gateway closed the connection")
-        return data
-
-    def _head(self) -> tuple[int, str]:
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        text = head.decode("latin-1")
-        return int(text.split(" ", 2)[1]), text
-
-    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]:
-        """A request with a JSON body and a JSON (content-length) response."""
-        self._send(method, path, b"" if payload is None else json.dumps(payload).encode())
-        status, head = self._head()
-        length = re.search(r"(?i)content-length: *(\d+)", head)
-        if length is None:
-            raise RuntimeError(f"{method} {path}: no content-length in {head!r}")
-        size = int(length.group(1))
-        while len(self.buffer) < size:
-            self.buffer += self._recv()
-        body, self.buffer = self.buffer[:size], self.buffer[size:]
-        return status, json.loads(body) if body else None
-
-    def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
-        watch = TurnWatch()
-        self._send("POST", f"/api/sessions/{session_id}/messages", json.dumps(body).encode())
-        status, head = self._head()
-        if status != 200 or "chunked" not in head.lower():
-            raise RuntimeError(f"turn failed: {head!r} {self.buffer[:300]!r}")
-        decoder = ChunkedDecoder()
-        data, self.buffer = self.buffer, b""
-        while True:
-            watch.feed(decoder.feed(data), time.perf_counter())
-            if decoder.finished:
-                break
-            data = self._recv()
-        self.buffer = decoder.rest()
-        return watch.result()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # --- one round -------------------------------------------------------------------------
@@ -783,9 +430,6 @@ def make_agent(root: Path, settings: Settings) -> Path:
     return folder
 
 
-def connect(url: str, http: str) -> BenchClient:
-    return Http1Client(url) if http == "HTTP/1.1" else H2Client(url)
-
 
 def wait_for_runner(client: BenchClient, name: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -893,10 +537,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser = argparse.ArgumentParser(prog="python -m bench.hop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=("mock", "claude"), default="mock")
-    parser.add_argument("--rounds", type=int, help="counted rounds (default 50; claude 10, "
+    parser.add_argument("--rounds", type=int, help="counted rounds (default 50; claude 5, "
                         "as a real SDK session takes seconds to create)")
     parser.add_argument("--warmup", type=int, help="uncounted rounds first (default 3; claude 1)")
-    parser.add_argument("--turns", type=int, default=5, help="turns per round")
+    parser.add_argument("--turns", type=int, help="turns per round (default 5; claude 10)")
     parser.add_argument("--tokens", type=int, default=20, help="mock: text_delta events per reply")
     parser.add_argument("--first-token-ms", type=float, default=0.0,
                         help="the mock agent's (or the model stub's) first-token delay")
@@ -916,13 +560,14 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)
     claude = args.agent == "claude"
-    rounds = args.rounds if args.rounds is not None else (10 if claude else 50)
+    rounds = args.rounds if args.rounds is not None else (5 if claude else 50)
     warmup = args.warmup if args.warmup is not None else (1 if claude else 3)
-    if rounds < 1 or args.turns < 1 or warmup < 0:
+    turns = args.turns if args.turns is not None else (10 if claude else 5)
+    if rounds < 1 or turns < 1 or warmup < 0:
         parser.error("--rounds and --turns must be at least 1, --warmup at least 0")
     configs = [STANDALONE, VIA_RUNNER] + ([VIA_RUNNER_SEND] if args.turn_rpc_send else [])
     settings = Settings(
-        agent=args.agent, rounds=rounds, warmup=warmup, turns=args.turns, tokens=args.tokens,
+        agent=args.agent, rounds=rounds, warmup=warmup, turns=turns, tokens=args.tokens,
         first_token_ms=args.first_token_ms, token_interval_ms=args.token_interval_ms,
         http="HTTP/1.1" if args.http1 else "HTTP/2", sandbox=args.sandbox,
         lifecycle=not args.no_lifecycle, warm_pool=args.warm_pool,

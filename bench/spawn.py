@@ -30,9 +30,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.hop import API_KEY, Http1Client, _spawn
+from bench.deploy import API_KEY, _spawn
 from bench.report import machine_lines as machine
 from bench.stats import percentile
+from bench.turn_client import Http1Client
 from runner.backend import AgentSpec
 from runner.isolation import BwrapIsolation, NoIsolation, SandboxUnavailable
 from runner.local import LocalBackend

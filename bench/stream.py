@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.deploy import API_KEY, start
 from bench.h2_client import RawH2Client
-from bench.hop import API_KEY, start
+from bench.report import machine_lines
 
 HEADERS = [("authorization", f"Bearer {API_KEY}"), ("content-type", "application/json")]
 
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--via-runner", action="store_true",
                         help="also measure through a runner process (gRPC hop)")
     args = parser.parse_args(argv)
-    print(f"# Stream throughput — {platform.node()}, Python {platform.python_version()}, "
-          f"{args.rounds} rounds of {args.tokens} events", flush=True)
+    print("\n".join(["# Stream throughput", "", *machine_lines(),
+                     f"- {args.rounds} rounds of {args.tokens} events"]), flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ash-bench-stream-") as tmp:
         root = Path(tmp)

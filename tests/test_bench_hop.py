@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import hop, report
+from bench import deploy, hop, report, turn_client
 from bench.stats import NoSamples, summarize
 
 ROOT = Path(__file__).parent.parent
@@ -34,21 +34,21 @@ def sse(event: str, data: str, seq: int) -> bytes:
 
 
 def test_banner_gives_the_gateway_url_and_no_registry_when_standalone() -> None:
-    assert hop.parse_banner(STANDALONE_BANNER) == hop.Banner("http://127.0.0.1:40123", None)
+    assert deploy.parse_banner(STANDALONE_BANNER) == deploy.Banner("http://127.0.0.1:40123", None)
 
 
 def test_banner_gives_the_runner_registry_of_a_coordinator() -> None:
-    banner = hop.parse_banner(COORDINATOR_BANNER)
-    assert banner == hop.Banner("http://127.0.0.1:40124", "127.0.0.1:40125")
+    banner = deploy.parse_banner(COORDINATOR_BANNER)
+    assert banner == deploy.Banner("http://127.0.0.1:40124", "127.0.0.1:40125")
 
 
 def test_banner_without_a_url_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="listening on"):
-        hop.parse_banner("Data dir: /tmp/x\nAPI key: from ASH_API_KEY\n")
+        deploy.parse_banner("Data dir: /tmp/x\nAPI key: from ASH_API_KEY\n")
 
 
 def test_sse_frames_split_across_reads_and_crlf_are_parsed_whole() -> None:
-    scanner = hop.SseScanner()
+    scanner = turn_client.SseScanner()
     stream = b": keep-alive\r\n\r\n" + sse("text_delta", '{"text":"a"}', 1) + sse(
         "done", '{"status":"ok"}', 2)
     frames = [frame for i in range(len(stream)) for frame in scanner.feed(stream[i:i + 1])]
@@ -57,7 +57,7 @@ def test_sse_frames_split_across_reads_and_crlf_are_parsed_whole() -> None:
 
 
 def test_a_bookkeeping_event_first_does_not_end_ttft() -> None:
-    watch = hop.TurnWatch()
+    watch = turn_client.TurnWatch()
     started = watch.started
     watch.feed(sse("session_started", "{}", 1), started + 0.001)
     watch.feed(b"data: an unnamed frame\n\n", started + 0.002)
@@ -71,7 +71,7 @@ def test_a_bookkeeping_event_first_does_not_end_ttft() -> None:
 
 
 def test_the_sdk_system_message_is_the_first_agent_event_but_not_model_output() -> None:
-    watch = hop.TurnWatch()
+    watch = turn_client.TurnWatch()
     watch.feed(sse("message", '{"type":"system","subtype":"init"}', 1), watch.started + 0.002)
     watch.feed(sse("text_delta", '{"text":"hi"}', 2) + sse("done", "{}", 3),
                watch.started + 0.040)
@@ -83,17 +83,17 @@ def test_the_sdk_system_message_is_the_first_agent_event_but_not_model_output() 
 
 @pytest.mark.parametrize("event", ["error", "done", "", "session_started"])
 def test_gateway_events_are_not_agent_derived(event: str) -> None:
-    assert not hop.is_agent_event(hop.SseFrame(event, b"{}"))
+    assert not turn_client.is_agent_event(turn_client.SseFrame(event, b"{}"))
 
 
 @pytest.mark.parametrize("event", ["text_delta", "thinking_delta", "tool_use", "tool_result",
                                    "message", "turn_complete"])
 def test_agent_events_are_agent_derived(event: str) -> None:
-    assert hop.is_agent_event(hop.SseFrame(event, b"{}"))
+    assert turn_client.is_agent_event(turn_client.SseFrame(event, b"{}"))
 
 
 def test_a_turn_with_no_agent_event_measured_nothing() -> None:
-    watch = hop.TurnWatch()
+    watch = turn_client.TurnWatch()
     watch.feed(sse("error", '{"error":"backend"}', 1) + sse("done", "{}", 2), watch.started)
     with pytest.raises(RuntimeError, match="no agent-derived event"):
         watch.result()
@@ -101,7 +101,7 @@ def test_a_turn_with_no_agent_event_measured_nothing() -> None:
 
 def test_chunked_body_is_decoded_across_reads_and_the_rest_is_kept() -> None:
     wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"
-    decoder = hop.ChunkedDecoder()
+    decoder = turn_client.ChunkedDecoder()
     body = b"".join(decoder.feed(wire[i:i + 3]) for i in range(0, len(wire), 3))
     assert body == b"hello, world"
     assert decoder.finished
@@ -200,8 +200,8 @@ def test_machine_header_names_the_versions_that_matter() -> None:
 
 
 def test_an_unknown_flag_is_detected_from_help() -> None:
-    assert hop.supports_flag("bench.hop", "--http1")
-    assert not hop.supports_flag("bench.hop", "--no-such-flag")
+    assert deploy.supports_flag("bench.hop", "--http1")
+    assert not deploy.supports_flag("bench.hop", "--no-such-flag")
 
 
 @pytest.mark.parametrize("client", [[], ["--http1", "--no-lifecycle"]], ids=["h2", "http1"])
