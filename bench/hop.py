@@ -249,13 +249,41 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken,
     _session_id(*client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
 
+def pool_state(client: BenchClient) -> dict[str, int] | None:
+    """The gateway's warm pool as `/health` shows it (`size`, `ready`, `served`), if it does."""
+    status, health = client.call("GET", "/health")
+    if status != 200:
+        raise RuntimeError(f"/health: {status} {health}")
+    pool = health.get("warmPool")
+    return pool if isinstance(pool, dict) else None
+
+
+def pool_refilled(client: BenchClient, settings: Settings) -> dict[str, int] | None:
+    """Wait (untimed) until the pool is full again, so no refill runs beside a timed create.
+    Where `/health` does not show the pool (a coordinator), wait `--warm-pool-refill-ms`."""
+    pool = pool_state(client)
+    if pool is None:
+        time.sleep(settings.warm_pool_refill_ms / 1000)
+        return None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while pool is not None and pool["ready"] < pool["size"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the warm pool did not refill: {pool}")
+        time.sleep(0.01)
+        pool = pool_state(client)
+    return pool
+
+
 def warm_create_round(target: Target, settings: Settings) -> None:
-    """A create served from the warm pool: the pool had `--warm-pool-refill-ms` to refill."""
-    time.sleep(settings.warm_pool_refill_ms / 1000)
+    """A create served from a full warm pool; one the pool did not serve is an error."""
+    before = pool_refilled(target.client, settings)
     started = time.perf_counter()
     status, answer = target.client.call("POST", "/api/sessions", {"agent": AGENT})
     target.add(WARM_CREATE, (time.perf_counter() - started) * 1000)
     session_id = _session_id(status, answer, "warm create")
+    if before is not None and (after := pool_state(target.client)) is not None and (
+            after["served"] <= before["served"]):
+        raise RuntimeError(f"the create was not served from the warm pool: {after}")
     _session_id(*target.client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
 
@@ -444,11 +472,15 @@ def wait_for_runner(client: BenchClient, name: str) -> None:
 
 @contextlib.contextmanager
 def deployed(configs: list[Config], root: Path, settings: Settings, agent_dir: Path,
-             env: dict[str, str], warm_pool: int = 0) -> Iterator[list[Target]]:
-    """Each configuration started, the agent deployed, a runner registered; stopped after."""
+             env: dict[str, str], warm_pool: int | None) -> Iterator[list[Target]]:
+    """Each configuration started, the agent deployed, a runner registered; stopped after.
+
+    `warm_pool` is the `--warm-pool` the sandboxes' process gets (0: none, so a create is
+    cold), or None for a build without that flag.
+    """
     targets: list[Target] = []
     suffix = "-pool" if warm_pool else ""
-    pool_args = ["--warm-pool", str(warm_pool)] if warm_pool else []
+    pool_args = [] if warm_pool is None else ["--warm-pool", str(warm_pool)]
     try:
         for config in configs:
             standalone = config.turn_rpc is None
@@ -476,7 +508,10 @@ def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str
             first_token: FirstToken, progress: report.Progress) -> Measured:
     agent_dir = make_agent(root, settings)
     total = settings.warmup + settings.rounds
-    with deployed(configs, root, settings, agent_dir, env) as targets:
+    progress.update("does this build have --warm-pool?")
+    modules = {"gateway"} | ({"runner"} if any(c.turn_rpc for c in configs) else set())
+    pool_flag = all(supports_flag(module, "--warm-pool") for module in modules)
+    with deployed(configs, root, settings, agent_dir, env, 0 if pool_flag else None) as targets:
         for number in range(total):
             counted = number >= settings.warmup
             label = (f"round {number - settings.warmup + 1}/{settings.rounds}" if counted
@@ -490,33 +525,28 @@ def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str
         samples = {t.config.name: t.samples for t in targets}
         types = {t.config.name: dict(t.first_agent_types) for t in targets}
         breakdowns = {t.config.name: collect_breakdown(t.deployment) for t in targets}
-    note = warm_pool_phase(settings, configs, root, env, agent_dir, samples, progress)
+    if settings.warm_pool <= 0:
+        note: str | None = "off (--warm-pool 0)"
+    elif not pool_flag:
+        note = "n/a (no --warm-pool in this build)"
+    else:
+        note = None
+        warm_pool_phase(settings, configs, root, env, agent_dir, samples, progress)
     return Measured(samples, types, breakdowns, note)
 
 
 def warm_pool_phase(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
                     agent_dir: Path, samples: dict[str, Samples],
-                    progress: report.Progress) -> str | None:
-    """Warm-pool creates on deployments started with `--warm-pool N`, if the build has it.
-
-    Returns why there are no figures (shown in place of them), or None when measured.
-    """
-    if settings.warm_pool <= 0:
-        return "off"
-    progress.update("warm pool: is --warm-pool supported?")
-    modules = {"gateway"} | ({"runner"} if any(c.turn_rpc for c in configs) else set())
-    if not all(supports_flag(module, "--warm-pool") for module in modules):
-        return "n/a (no --warm-pool in this build)"
+                    progress: report.Progress) -> None:
+    """Warm-pool creates, alternating, on deployments started with `--warm-pool N`."""
     with deployed(configs, root, settings, agent_dir, env, settings.warm_pool) as targets:
         for number in range(settings.warm_pool_rounds):
             for target in targets:
                 progress.update(f"warm pool {number + 1}/{settings.warm_pool_rounds} "
                                 f"{target.config.name}")
                 warm_create_round(target, settings)
-            for target in targets:
-                samples[target.config.name].setdefault(WARM_CREATE, []).extend(
-                    target.samples.pop(WARM_CREATE, []))
-    return None
+    for target in targets:
+        samples[target.config.name][WARM_CREATE] = target.samples.get(WARM_CREATE, [])
 
 
 @contextlib.contextmanager
@@ -553,8 +583,9 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser.add_argument("--warm-pool", type=int, default=2,
                         help="warm-pool size for the warm-create figure (0: skip it)")
     parser.add_argument("--warm-pool-rounds", type=int, default=20)
-    parser.add_argument("--warm-pool-refill-ms", type=float, default=300.0,
-                        help="pause before each warm create, for the pool to refill")
+    parser.add_argument("--warm-pool-refill-ms", type=float, default=500.0,
+                        help="pause before each warm create where /health does not show "
+                        "the pool (a coordinator), for it to refill")
     parser.add_argument("--turn-rpc-send", action="store_true",
                         help="also measure gateway+runner with one RPC per turn")
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
