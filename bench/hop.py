@@ -540,11 +540,12 @@ def warm_pool_phase(settings: Settings, configs: list[Config], root: Path, env: 
                     progress: report.Progress) -> None:
     """Warm-pool creates, alternating, on deployments started with `--warm-pool N`."""
     with deployed(configs, root, settings, agent_dir, env, settings.warm_pool) as targets:
-        for number in range(settings.warm_pool_rounds):
+        for number in range(-1, settings.warm_pool_rounds):  # round -1: the pools' first fill
             for target in targets:
                 progress.update(f"warm pool {number + 1}/{settings.warm_pool_rounds} "
                                 f"{target.config.name}")
-                warm_create_round(target, settings)
+                warm_create_round(target if number >= 0 else Target(
+                    target.config, target.deployment, target.client), settings)
     for target in targets:
         samples[target.config.name][WARM_CREATE] = target.samples.get(WARM_CREATE, [])
 

@@ -224,3 +224,40 @@ def test_a_short_real_run_writes_samples_of_both_configurations_and_a_chart(
             assert len(data["samples"][config][hop.COLD_RESUME]) == 2
     assert data["settings"]["http"] == ("HTTP/1.1" if client else "HTTP/2")
     assert (tmp_path / "hop-mock-latest.png").stat().st_size > 0
+
+
+class FakeGateway:
+    """A `BenchClient` whose warm pool serves creates only when told to."""
+
+    def __init__(self, serves: bool) -> None:
+        self.serves = serves
+        self.pool = {"size": 2, "ready": 2, "starting": 0, "served": 0}
+
+    def call(self, method: str, path: str, payload: object = None) -> tuple[int, object]:
+        if path == "/health":
+            return 200, {"sandboxes": {"live": 0, "busy": 0}, "warmPool": dict(self.pool)}
+        if method == "POST":
+            self.pool["served"] += self.serves
+            return 201, {"session": {"id": "s1"}}
+        return 200, {"session": {"id": "s1"}}
+
+    def turn(self, session_id: str, body: dict) -> turn_client.TurnTiming:
+        raise AssertionError("no turns here")
+
+    def close(self) -> None:
+        pass
+
+
+def fake_target(client: FakeGateway) -> hop.Target:
+    return hop.Target(hop.STANDALONE, deploy.Deployment("fake"), client)
+
+
+def test_a_warm_create_is_timed_when_the_pool_served_it() -> None:
+    target = fake_target(FakeGateway(serves=True))
+    hop.warm_create_round(target, settings())
+    assert len(target.samples[hop.WARM_CREATE]) == 1
+
+
+def test_a_create_the_warm_pool_did_not_serve_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not served from the warm pool"):
+        hop.warm_create_round(fake_target(FakeGateway(serves=False)), settings())
