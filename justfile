@@ -11,11 +11,15 @@ run *ARGS:
 test *ARGS:
     python -m pytest "$@"
 
-# The benchmarks: hop cost (standalone vs via a runner), sandbox spawn cost, stream throughput.
+# The benchmarks (docs/benchmarks.md): hop cost (mock agent; arguments go to bench.hop), spawn, stream.
 bench *ARGS:
     python -m bench.hop "$@"
     python -m bench.spawn
     python -m bench.stream --via-runner
+
+# The hop benchmark with the real Claude Agent SDK against the model stub.
+bench-claude *ARGS:
+    python -m bench.hop --agent claude "$@"
 
 # Regenerate wire/runner_pb2*.py(i) from wire/runner.proto.
 proto:

@@ -167,17 +167,21 @@ class StubFirstToken:
         return (min(tokens) - timing.sent_wall) * 1000 if tokens else None
 
 
-def _session_id(status: int, answer: Any, action: str) -> str:
-    if status != 201 and status != 200:
+def _session(status: int, answer: Any, action: str) -> dict[str, Any]:
+    if status not in (200, 201):
         raise RuntimeError(f"{action} failed: {status} {answer}")
-    return str(answer["session"]["id"])
+    return dict(answer["session"])
+
+
+def health(client: BenchClient) -> dict[str, Any]:
+    status, answer = client.call("GET", "/health")
+    if status != 200:
+        raise RuntimeError(f"/health: {status} {answer}")
+    return dict(answer)
 
 
 def live_sandboxes(client: BenchClient) -> int:
-    status, health = client.call("GET", "/health")
-    if status != 200:
-        raise RuntimeError(f"/health: {status} {health}")
-    return int(health["sandboxes"]["live"])
+    return int(health(client)["sandboxes"]["live"])
 
 
 def session_pids(session_id: str) -> list[int]:
@@ -215,7 +219,8 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken,
     started = time.perf_counter()
     status, answer = client.call("POST", "/api/sessions", {"agent": AGENT})
     target.add(CREATE, (time.perf_counter() - started) * 1000)
-    session_id = _session_id(status, answer, "create")
+    session = _session(status, answer, "create")
+    session_id = session["id"]
     for turn in range(settings.turns):
         note(f"turn {turn + 1}/{settings.turns}")
         first_token.before_turn()
@@ -231,30 +236,26 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken,
                 target.add(OVERHEAD, timing.first_output * 1000 - model_first)
     if settings.lifecycle:
         note("warm resume")
-        _session_id(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
+        _session(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
         started = time.perf_counter()
         status, answer = client.call("POST", f"/api/sessions/{session_id}/resume")
         target.add(WARM_RESUME, (time.perf_counter() - started) * 1000)
-        sandbox = answer["session"]["sandboxId"] if status == 200 else None
-        _session_id(status, answer, "warm resume")
+        if _session(status, answer, "warm resume")["sandboxId"] != session["sandboxId"]:
+            raise RuntimeError("the warm resume started a new sandbox: it was not warm")
         note("cold resume")
-        _session_id(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
+        _session(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
         kill_sandbox(client, session_id)
         started = time.perf_counter()
         status, answer = client.call("POST", f"/api/sessions/{session_id}/resume")
         target.add(COLD_RESUME, (time.perf_counter() - started) * 1000)
-        _session_id(status, answer, "cold resume")
-        if answer["session"]["sandboxId"] == sandbox:
+        if _session(status, answer, "cold resume")["sandboxId"] == session["sandboxId"]:
             raise RuntimeError("the cold resume kept the old sandbox: it was not cold")
-    _session_id(*client.call("DELETE", f"/api/sessions/{session_id}"), "end")
+    _session(*client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
 
 def pool_state(client: BenchClient) -> dict[str, int] | None:
     """The gateway's warm pool as `/health` shows it (`size`, `ready`, `served`), if it does."""
-    status, health = client.call("GET", "/health")
-    if status != 200:
-        raise RuntimeError(f"/health: {status} {health}")
-    pool = health.get("warmPool")
+    pool = health(client).get("warmPool")
     return pool if isinstance(pool, dict) else None
 
 
@@ -280,11 +281,11 @@ def warm_create_round(target: Target, settings: Settings) -> None:
     started = time.perf_counter()
     status, answer = target.client.call("POST", "/api/sessions", {"agent": AGENT})
     target.add(WARM_CREATE, (time.perf_counter() - started) * 1000)
-    session_id = _session_id(status, answer, "warm create")
+    session_id = _session(status, answer, "warm create")["id"]
     if before is not None and (after := pool_state(target.client)) is not None and (
             after["served"] <= before["served"]):
         raise RuntimeError(f"the create was not served from the warm pool: {after}")
-    _session_id(*target.client.call("DELETE", f"/api/sessions/{session_id}"), "end")
+    _session(*target.client.call("DELETE", f"/api/sessions/{session_id}"), "end")
 
 
 # --- the per-hop breakdown (ASH_DEBUG_TIMING) ------------------------------------------
