@@ -261,3 +261,18 @@ def test_a_warm_create_is_timed_when_the_pool_served_it() -> None:
 def test_a_create_the_warm_pool_did_not_serve_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="not served from the warm pool"):
         hop.warm_create_round(fake_target(FakeGateway(serves=False)), settings())
+
+
+def test_a_short_real_sdk_run_times_the_model_output_against_the_stub(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hop", "--agent", "claude", "--rounds", "1", "--warmup",
+         "0", "--turns", "2", "--no-lifecycle", "--warm-pool", "0",
+         "--results-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| first model output |" in done.stdout
+    data = json.loads((tmp_path / "hop-claude-latest.json").read_text())
+    for config in ("standalone", "gateway+runner"):
+        assert len(data["samples"][config][hop.TTFT]) == 2
+        assert len(data["samples"][config][hop.FIRST_OUTPUT]) == 2
+        assert len(data["samples"][config][hop.OVERHEAD]) == 2
