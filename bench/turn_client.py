@@ -176,6 +176,9 @@ class ChunkedDecoder:
     def __init__(self) -> None:
         self._buffer = b""
         self._left = 0
+        """Bytes of the current chunk's data still to come."""
+        self._crlf = False
+        """The CRLF that ends a chunk's data is still to come."""
         self.finished = False
 
     def feed(self, data: bytes) -> bytes:
@@ -189,21 +192,23 @@ class ChunkedDecoder:
                 self._buffer = self._buffer[len(piece):]
                 if self._left:
                     break
-                continue
-            if not self._buffer.startswith(b"\r\n") and b"\r\n" not in self._buffer:
-                break
-            if self._buffer.startswith(b"\r\n"):  # the CRLF after a chunk's data
-                self._buffer = self._buffer[2:]
-                continue
-            size_line, self._buffer = self._buffer.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
-            if size == 0:
-                if b"\r\n" not in self._buffer:
-                    self._buffer = size_line + b"\r\n" + self._buffer
+                self._crlf = True
+            elif self._crlf:
+                if len(self._buffer) < 2:
                     break
-                self.finished = True
-                self._buffer = self._buffer.split(b"\r\n", 1)[1]
-            self._left = size
+                self._buffer, self._crlf = self._buffer[2:], False
+            else:
+                line_end = self._buffer.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(self._buffer[:line_end].split(b";")[0], 16)
+                if size == 0:  # the last chunk: then (trailers and) an empty line
+                    end = self._buffer.find(b"\r\n\r\n")
+                    if end < 0:
+                        break
+                    self._buffer, self.finished = self._buffer[end + 4:], True
+                else:
+                    self._buffer, self._left = self._buffer[line_end + 2:], size
         return b"".join(out)
 
     def rest(self) -> bytes:

@@ -99,10 +99,12 @@ def test_a_turn_with_no_agent_event_measured_nothing() -> None:
         watch.result()
 
 
-def test_chunked_body_is_decoded_across_reads_and_the_rest_is_kept() -> None:
+@pytest.mark.parametrize("read_size", [1, 2, 3, 7, 1000])
+def test_chunked_body_is_decoded_across_reads_and_the_rest_is_kept(read_size: int) -> None:
     wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"
     decoder = turn_client.ChunkedDecoder()
-    body = b"".join(decoder.feed(wire[i:i + 3]) for i in range(0, len(wire), 3))
+    body = b"".join(decoder.feed(wire[i:i + read_size])
+                    for i in range(0, len(wire), read_size))
     assert body == b"hello, world"
     assert decoder.finished
     assert decoder.rest() == b"HTTP/1.1 200 OK\r\n"
