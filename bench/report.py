@@ -40,6 +40,8 @@ class Machine:
     bwrap: str
     cgroup: str
     commit: str
+    load: tuple[float, float, float]
+    """The 1/5/15-minute load averages when the bench started: this machine is shared."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +49,9 @@ class Machine:
     def lines(self) -> list[str]:
         """Markdown bullet lines for a report's header."""
         versions = ", ".join(f"{name} {version}" for name, version in self.packages.items())
-        return [f"- machine: {self.cpu}, {self.cores} cores, {self.ram_gib:.1f} GiB RAM",
+        load = " / ".join(f"{value:.1f}" for value in self.load)
+        return [f"- machine: {self.cpu}, {self.cores} cores, {self.ram_gib:.1f} GiB RAM, "
+                f"load average {load} at the start",
                 f"- kernel {self.kernel}, Python {self.python}, {self.bwrap}, "
                 f"cgroup {self.cgroup}, commit {self.commit}",
                 f"- packages: {versions}"]
@@ -96,6 +100,7 @@ def machine() -> Machine:
         else "bwrap not installed",
         cgroup="v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1",
         commit=(commit + ("+changes" if dirty else "")) if commit else "unknown",
+        load=os.getloadavg(),
     )
 
 
