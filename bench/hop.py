@@ -12,9 +12,10 @@ Starts, on loopback, as separate processes:
 
 Rounds alternate between the configurations (A B A B …) so drift (CPU frequency, other
 load) hits all of them alike; `--warmup` rounds come first and are not counted. A round
-creates a session (timed), runs `--turns` turns on it, then — unless `--no-lifecycle` —
-pauses and resumes it with its sandbox alive (warm resume, timed), pauses it again, kills
-its sandbox and resumes it (cold resume: a new sandbox, state restored; timed), and ends it.
+creates a session (timed), runs `--turns` turns on it, then — in `--lifecycle-rounds` of
+the rounds, spread evenly — pauses and resumes it with its sandbox alive (warm resume,
+timed), pauses it again, kills its sandbox and resumes it (cold resume: a new sandbox,
+state restored; timed), and ends it.
 
 Per turn: TTFT, from sending the request to the first *agent-derived* SSE event (one the
 agent produced: text, thinking, tool use or result, message, turn_complete — never a
@@ -107,7 +108,7 @@ class Settings:
     token_interval_ms: float
     http: str
     sandbox: str
-    lifecycle: bool
+    lifecycle_rounds: int
     warm_pool: int
     warm_pool_rounds: int
     warm_pool_refill_ms: float
@@ -213,7 +214,16 @@ def kill_sandbox(client: BenchClient, session_id: str) -> None:
         time.sleep(0.005)
 
 
-def run_round(target: Target, settings: Settings, first_token: FirstToken,
+def lifecycle_in(counted_round: int, settings: Settings) -> bool:
+    """Whether counted round `counted_round` (from 0; warm-up rounds are negative) takes the
+    lifecycle steps: every warm-up round, and `lifecycle_rounds` of the rest, spread evenly."""
+    if counted_round < 0:
+        return settings.lifecycle_rounds > 0
+    share, rounds = settings.lifecycle_rounds, settings.rounds
+    return counted_round * share // rounds != (counted_round + 1) * share // rounds
+
+
+def run_round(target: Target, settings: Settings, first_token: FirstToken, lifecycle: bool,
               note: Callable[[str], None]) -> None:
     client = target.client
     started = time.perf_counter()
@@ -234,7 +244,7 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken,
             model_first = first_token.after(timing)
             if model_first is not None:
                 target.add(OVERHEAD, timing.first_output * 1000 - model_first)
-    if settings.lifecycle:
+    if lifecycle:
         note("warm resume")
         _session(*client.call("POST", f"/api/sessions/{session_id}/pause"), "pause")
         started = time.perf_counter()
@@ -404,7 +414,7 @@ def render(settings: Settings, machine: report.Machine, results: dict[str, dict[
                   overhead_table(overhead(results[config], results[base_name]), metrics), ""]
     if (table := ash_overhead_table(results, settings.agent)) is not None:
         parts += [table, ""]
-    if settings.lifecycle or any(WARM_CREATE in r for r in results.values()):
+    if settings.lifecycle_rounds or any(WARM_CREATE in r for r in results.values()):
         parts += [lifecycle_table(results, warm_pool_note), ""]
     parts.append(breakdown_section(breakdowns))
     return "\n".join(parts)
@@ -508,20 +518,19 @@ def deployed(configs: list[Config], root: Path, settings: Settings, agent_dir: P
 def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
             first_token: FirstToken, progress: report.Progress) -> Measured:
     agent_dir = make_agent(root, settings)
-    total = settings.warmup + settings.rounds
     progress.update("does this build have --warm-pool?")
     modules = {"gateway"} | ({"runner"} if any(c.turn_rpc for c in configs) else set())
     pool_flag = all(supports_flag(module, "--warm-pool") for module in modules)
     with deployed(configs, root, settings, agent_dir, env, 0 if pool_flag else None) as targets:
-        for number in range(total):
-            counted = number >= settings.warmup
-            label = (f"round {number - settings.warmup + 1}/{settings.rounds}" if counted
-                     else f"warm-up {number + 1}/{settings.warmup}")
+        for number in range(-settings.warmup, settings.rounds):
+            label = (f"round {number + 1}/{settings.rounds}" if number >= 0
+                     else f"warm-up {number + settings.warmup + 1}/{settings.warmup}")
+            lifecycle = lifecycle_in(number, settings)
             for target in targets:
                 scratch = Target(target.config, target.deployment, target.client)
-                progress.update(f"{label} {target.config.name}")
                 prefix = f"{label} {target.config.name}"
-                run_round(target if counted else scratch, settings, first_token,
+                progress.update(prefix)
+                run_round(target if number >= 0 else scratch, settings, first_token, lifecycle,
                           lambda text, prefix=prefix: progress.update(f"{prefix}: {text}"))
         samples = {t.config.name: t.samples for t in targets}
         types = {t.config.name: dict(t.first_agent_types) for t in targets}
@@ -571,7 +580,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser.add_argument("--agent", choices=("mock", "claude"), default="mock")
     parser.add_argument("--rounds", type=int, help="counted rounds (default 50; claude 5, "
                         "as a real SDK session takes seconds to create)")
-    parser.add_argument("--warmup", type=int, help="uncounted rounds first (default 3; claude 1)")
+    parser.add_argument("--warmup", type=int, help="uncounted rounds first (default 2; claude 1)")
     parser.add_argument("--turns", type=int, help="turns per round (default 5; claude 10)")
     parser.add_argument("--tokens", type=int, default=20, help="mock: text_delta events per reply")
     parser.add_argument("--first-token-ms", type=float, default=0.0,
@@ -580,8 +589,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     parser.add_argument("--http1", action="store_true",
                         help="HTTP/1.1 keep-alive instead of HTTP/2 (one connection either way)")
     parser.add_argument("--sandbox", choices=("bwrap", "none"), default="bwrap")
-    parser.add_argument("--no-lifecycle", action="store_true",
-                        help="skip the pause/resume figures")
+    parser.add_argument("--lifecycle-rounds", type=int, default=20,
+                        help="rounds that also time warm and cold resume (0: none)")
     parser.add_argument("--warm-pool", type=int, default=2,
                         help="warm-pool size for the warm-create figure (0: skip it)")
     parser.add_argument("--warm-pool-rounds", type=int, default=20)
@@ -594,7 +603,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
     args = parser.parse_args(argv)
     claude = args.agent == "claude"
     rounds = args.rounds if args.rounds is not None else (5 if claude else 50)
-    warmup = args.warmup if args.warmup is not None else (1 if claude else 3)
+    warmup = args.warmup if args.warmup is not None else (1 if claude else 2)
     turns = args.turns if args.turns is not None else (10 if claude else 5)
     if rounds < 1 or turns < 1 or warmup < 0:
         parser.error("--rounds and --turns must be at least 1, --warmup at least 0")
@@ -603,7 +612,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, list[Config], Path]:
         agent=args.agent, rounds=rounds, warmup=warmup, turns=turns, tokens=args.tokens,
         first_token_ms=args.first_token_ms, token_interval_ms=args.token_interval_ms,
         http="HTTP/1.1" if args.http1 else "HTTP/2", sandbox=args.sandbox,
-        lifecycle=not args.no_lifecycle, warm_pool=args.warm_pool,
+        lifecycle_rounds=min(max(args.lifecycle_rounds, 0), rounds), warm_pool=args.warm_pool,
         warm_pool_rounds=args.warm_pool_rounds, warm_pool_refill_ms=args.warm_pool_refill_ms,
         configurations=tuple(c.name for c in configs))
     return settings, configs, args.results_dir

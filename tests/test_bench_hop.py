@@ -3,6 +3,7 @@ measures nothing is a defect. No test here asserts how fast anything is."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -118,9 +119,9 @@ def samples(ttft: list[float]) -> hop.Samples:
 def settings(**changes: object) -> hop.Settings:
     base = hop.Settings(agent="mock", rounds=2, warmup=0, turns=2, tokens=3,
                         first_token_ms=0.0, token_interval_ms=0.0, http="HTTP/2",
-                        sandbox="bwrap", lifecycle=False, warm_pool=0, warm_pool_rounds=0,
+                        sandbox="bwrap", lifecycle_rounds=0, warm_pool=0, warm_pool_rounds=0,
                         warm_pool_refill_ms=0.0, configurations=("standalone", "gateway+runner"))
-    return hop.Settings(**{**base.__dict__, **changes}) if changes else base
+    return dataclasses.replace(base, **changes)
 
 
 def test_overhead_is_gateway_runner_minus_standalone_per_statistic() -> None:
@@ -150,6 +151,18 @@ def test_a_configuration_with_no_samples_is_an_error_not_zeros() -> None:
     empty = {hop.CREATE: [5.0], hop.TTFT: [], hop.TOTAL: []}
     with pytest.raises(NoSamples, match="gateway\\+runner: no TTFT"):
         hop.summaries({"standalone": samples([1.0]), "gateway+runner": empty})
+
+
+@pytest.mark.parametrize(("rounds", "share"), [(50, 20), (7, 3), (5, 5), (4, 0), (1, 1)])
+def test_lifecycle_rounds_are_the_share_asked_for_spread_over_the_run(
+    rounds: int, share: int
+) -> None:
+    chosen = [n for n in range(rounds)
+              if hop.lifecycle_in(n, settings(rounds=rounds, lifecycle_rounds=share))]
+    assert len(chosen) == share
+    if share > 1:
+        assert chosen[-1] >= rounds - rounds // share - 1  # not all at the start
+    assert hop.lifecycle_in(-1, settings(lifecycle_rounds=share)) == (share > 0)
 
 
 def test_lifecycle_table_says_n_a_for_a_figure_it_did_not_measure() -> None:
@@ -206,7 +219,8 @@ def test_an_unknown_flag_is_detected_from_help() -> None:
     assert not deploy.supports_flag("bench.hop", "--no-such-flag")
 
 
-@pytest.mark.parametrize("client", [[], ["--http1", "--no-lifecycle"]], ids=["h2", "http1"])
+@pytest.mark.parametrize("client", [[], ["--http1", "--lifecycle-rounds", "0"]],
+                         ids=["h2", "http1"])
 def test_a_short_real_run_writes_samples_of_both_configurations_and_a_chart(
     tmp_path: Path, client: list[str]
 ) -> None:
@@ -268,7 +282,7 @@ def test_a_create_the_warm_pool_did_not_serve_is_an_error() -> None:
 def test_a_short_real_sdk_run_times_the_model_output_against_the_stub(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.hop", "--agent", "claude", "--rounds", "1", "--warmup",
-         "0", "--turns", "2", "--no-lifecycle", "--warm-pool", "0",
+         "0", "--turns", "2", "--lifecycle-rounds", "0", "--warm-pool", "0",
          "--results-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
