@@ -469,7 +469,6 @@ def make_agent(root: Path, settings: Settings) -> Path:
     return folder
 
 
-
 def wait_for_runner(client: BenchClient, name: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
