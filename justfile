@@ -14,7 +14,7 @@ test *ARGS:
 # The benchmarks (docs/benchmarks.md): hop cost (mock agent; arguments go to bench.hop), spawn, stream.
 bench *ARGS:
     python -m bench.hop "$@"
-    python -m bench.spawn
+    python -m bench.spawn --rounds 15
     python -m bench.stream --via-runner
 
 # The hop benchmark with the real Claude Agent SDK against the model stub.

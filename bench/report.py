@@ -186,6 +186,9 @@ def write_chart(samples: Mapping[str, Mapping[str, Sequence[float]]], title: str
                           label=f"{config} (n={len(values)})")
         axis.set_title(metric)
         axis.set_ylim(0, 1.02)
+        shown = [v for table in samples.values() for v in table.get(metric, ())]
+        if min(shown) > 0 and max(shown) / min(shown) > 20:
+            axis.set_xscale("log")  # long tails would squeeze the body of the distribution
         axis.set_xlabel("ms")
         axis.set_ylabel("fraction of samples ≤ x")
         axis.grid(alpha=0.3)
