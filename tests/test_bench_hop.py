@@ -219,18 +219,23 @@ def test_an_unknown_flag_is_detected_from_help() -> None:
     assert not deploy.supports_flag("bench.hop", "--no-such-flag")
 
 
+def run_hop(results: Path, *args: str) -> tuple[str, dict]:
+    """`python -m bench.hop` as a subprocess against real processes: its stdout and JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.hop", "--warm-pool", "0", "--results-dir", str(results),
+         *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    agent = "claude" if "claude" in args else "mock"
+    return done.stdout, json.loads((results / f"hop-{agent}-latest.json").read_text())
+
+
 @pytest.mark.parametrize("client", [[], ["--http1", "--lifecycle-rounds", "0"]],
                          ids=["h2", "http1"])
 def test_a_short_real_run_writes_samples_of_both_configurations_and_a_chart(
     tmp_path: Path, client: list[str]
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.hop", "--rounds", "2", "--warmup", "1", "--turns", "2",
-         "--warm-pool", "0", "--results-dir", str(tmp_path), *client],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "### Overhead (gateway+runner minus standalone)" in done.stdout
-    data = json.loads((tmp_path / "hop-mock-latest.json").read_text())
+    stdout, data = run_hop(tmp_path, "--rounds", "2", "--warmup", "1", "--turns", "2", *client)
+    assert "### Overhead (gateway+runner minus standalone)" in stdout
     for config in ("standalone", "gateway+runner"):
         assert len(data["samples"][config][hop.CREATE]) == 2
         assert len(data["samples"][config][hop.TTFT]) == 4
@@ -280,14 +285,9 @@ def test_a_create_the_warm_pool_did_not_serve_is_an_error() -> None:
 
 
 def test_a_short_real_sdk_run_times_the_model_output_against_the_stub(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.hop", "--agent", "claude", "--rounds", "1", "--warmup",
-         "0", "--turns", "2", "--lifecycle-rounds", "0", "--warm-pool", "0",
-         "--results-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| first model output |" in done.stdout
-    data = json.loads((tmp_path / "hop-claude-latest.json").read_text())
+    stdout, data = run_hop(tmp_path, "--agent", "claude", "--rounds", "1", "--warmup", "0",
+                           "--turns", "2", "--lifecycle-rounds", "0")
+    assert "| first model output |" in stdout
     for config in ("standalone", "gateway+runner"):
         assert len(data["samples"][config][hop.TTFT]) == 2
         assert len(data["samples"][config][hop.FIRST_OUTPUT]) == 2
