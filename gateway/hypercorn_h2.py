@@ -23,6 +23,14 @@ docs/hypercorn-h2-flow-control.md for the upstream report.
    413) while the client is still sending it. Such DATA is now discarded, its
    flow-control credit still returned to the peer.
 
+And one change for latency: 4. **Every write waits for another task.** hypercorn
+queues each DATA write in the stream's buffer for a separate sending task, so an
+event reaches the socket only after the loop has run that task — after the app
+has written everything else it had ready. A write to a stream whose buffer is
+empty and whose flow-control window has room for it now goes out at once, from
+the writing task; anything else takes the buffered path as before, so flow
+control and ordering are unchanged.
+
 `install()` swaps these classes into hypercorn's modules, which is where
 hypercorn looks them up when a connection or stream starts.
 """
@@ -37,6 +45,8 @@ import h2.exceptions
 import hypercorn.protocol
 import hypercorn.protocol.h2 as hypercorn_h2
 import priority
+from hypercorn.protocol.events import Body, Data
+from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
 
 
@@ -55,6 +65,29 @@ class FlowControlledStreamBuffer(StreamBuffer):
 
 
 class AshH2Protocol(H2Protocol):
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, (Body, Data)) and event.data and self._send_now(event):
+            await self._flush()
+            return
+        await super().stream_send(event)
+
+    def _send_now(self, event: Body | Data) -> bool:
+        """Hand `event`'s data to h2 right away if nothing of its stream is queued and
+        the peer's window takes all of it in one frame; False to take the queued path."""
+        buffer = self.stream_buffers.get(event.stream_id)
+        if buffer is None or buffer.buffer or buffer._complete:
+            return False
+        connection = self.connection
+        try:
+            room = min(connection.local_flow_control_window(event.stream_id),
+                       connection.max_outbound_frame_size)
+            if len(event.data) > room:
+                return False
+            connection.send_data(event.stream_id, event.data)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return False
+        return True
+
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         # Handling an event can finish a stream (a new request starts its app
         # task, which may answer at once), so whether a DATA event's stream is

@@ -41,17 +41,20 @@ class Subscriber:
             self._frames.append(frame)
             self._changed.set()
 
-    async def get(self, idle_limit: float | None = None) -> Frame | None:
-        """The next frame; None once closed. Raises TimeoutError if none came in `idle_limit`."""
+    async def take(self, idle_limit: float | None = None) -> list[Frame] | None:
+        """Every queued frame, at least one, oldest first; None once closed. Raises
+        TimeoutError if none came in `idle_limit`. Taking them all at once lets a
+        burst go to the client in one write instead of one per event."""
         while not self._frames and not self.closed:
             self._changed.clear()
             async with asyncio.timeout(idle_limit):
                 await self._changed.wait()
         if self.closed:
             return None
-        frame = self._frames.popleft()
+        frames = list(self._frames)
+        self._frames.clear()
         self._changed.set()
-        return frame
+        return frames
 
     def close(self) -> None:
         self.closed = True

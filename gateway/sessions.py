@@ -285,6 +285,7 @@ class SessionService:
         session_id = row.id
         finished = False
         from_runner = False
+        first = True
         try:
             async for event in source:
                 renumbered = session_id not in self._last_seq
@@ -299,6 +300,11 @@ class SessionService:
                     self.event_log.flush()
                 frame = Frame(seq, event.type, sse.encode_event(seq, event.type, event.data))
                 await self.feeds.publish(session_id, frame)
+                if first:
+                    # Let the readers write the turn's first event before the rest of a
+                    # burst is sequenced: it carries the time to first token.
+                    first = False
+                    await asyncio.sleep(0)
                 finished = event.type == events.DONE
         except Exception:
             log.exception("turn of session %s failed", session_id)

@@ -36,30 +36,75 @@ class ClientGone(Exception):
     """The client disconnected or was cut after the write timeout."""
 
 
-@dataclass
 class SseWriter:
-    request: Request
-    settings: StreamSettings
+    """An SSE response. A client that accepts nothing for `write_timeout` seconds is
+    cut: one watchdog timer per response looks at the write in progress, so a
+    write costs a clock read and two stores instead of a timer of its own."""
+
+    def __init__(self, request: Request, settings: StreamSettings) -> None:
+        self.request = request
+        self.settings = settings
+        self._writing_since: float | None = None
+        self._writer: asyncio.Task[object] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._cut = False
 
     async def start(self) -> None:
         await self.request.send(
             {"type": "http.response.start", "status": 200, "headers": sse.HEADERS}
         )
+        self._writer = asyncio.current_task()
+        self._arm()
 
     async def write(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self._writing_since = loop.time()
         try:
-            async with asyncio.timeout(self.settings.write_timeout):
-                await self.request.send(
-                    {"type": "http.response.body", "body": data, "more_body": True}
-                )
-        except TimeoutError:
-            raise ClientGone(
-                f"client read nothing for {self.settings.write_timeout:g} s"
-            ) from None
+            await self.request.send(
+                {"type": "http.response.body", "body": data, "more_body": True}
+            )
+        except asyncio.CancelledError:
+            task = self._writer
+            if self._cut and task is not None and task.uncancel() == 0:
+                raise ClientGone(
+                    f"client read nothing for {self.settings.write_timeout:g} s"
+                ) from None
+            raise
+        finally:
+            self._writing_since = None
+
+    def _arm(self, delay: float | None = None) -> None:
+        timeout = self.settings.write_timeout
+        self._watchdog = asyncio.get_running_loop().call_later(
+            timeout if delay is None else delay, self._check)
+
+    def _check(self) -> None:
+        """Cut the client if a write has waited `write_timeout`; else look again when the
+        write in progress (or any later one) could reach it."""
+        if self._writer is None or self._writer.done():
+            self._watchdog = None
+            return
+        since = self._writing_since
+        if since is None:
+            self._arm()
+            return
+        waited = asyncio.get_running_loop().time() - since
+        if waited < self.settings.write_timeout:
+            self._arm(self.settings.write_timeout - waited)
+            return
+        self._cut = True
+        self._writer.cancel()
 
     async def finish(self) -> None:
+        self.close()
         with contextlib.suppress(Exception):
             await self.request.send({"type": "http.response.body", "body": b""})
+
+    def close(self) -> None:
+        """Stop the watchdog (the response is over)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 async def _watch_disconnect(request: Request, subscriber: Subscriber,
@@ -98,28 +143,37 @@ async def stream_session(
                 rows = [row for row in rows if row.seq <= replay_until]
                 if not rows:
                     break
-                for row in rows:
-                    await writer.write(sse.encode_event(row.seq, row.type, row.data))
+                await writer.write(
+                    b"".join(sse.encode_event(row.seq, row.type, row.data) for row in rows))
                 last = rows[-1].seq
             last = max(last, replay_until)
         while True:
             try:
-                frame = await subscriber.get(idle_limit=writer.settings.keepalive_interval)
+                frames = await subscriber.take(idle_limit=writer.settings.keepalive_interval)
             except TimeoutError:
                 await writer.write(sse.encode_comment("keep-alive"))
                 continue
-            if frame is None:
+            if frames is None:
                 if not watcher.done():
                     await writer.finish()  # the session ended or its turn failed
                 return
-            if frame.seq <= last:
-                continue
-            await writer.write(frame.sse)
-            last = frame.seq
-            if until_done and frame.type == events.DONE:
+            chunk: list[bytes] = []
+            done = False
+            for frame in frames:
+                if frame.seq <= last:
+                    continue
+                chunk.append(frame.sse)
+                last = frame.seq
+                if until_done and frame.type == events.DONE:
+                    done = True
+                    break
+            if chunk:
+                await writer.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+            if done:
                 await writer.finish()
                 return
     except ClientGone as exc:
         log.info("cut a reader of session %s: %s", session_id, exc)
     finally:
+        writer.close()
         watcher.cancel()
