@@ -238,9 +238,10 @@ def test_held_reader_pauses_its_session_with_bounded_memory_while_another_stream
 
 
 def test_reader_that_stops_is_cut_after_the_write_timeout_and_the_turn_completes(
-    tmp_path: Path, agent_folder: Path
+    tmp_path: Path, agent_folder: Path, server_args: list[str]
 ) -> None:
-    gateway = GatewayProcess(tmp_path / "data", extra_args=["--write-timeout", "1"]).start()
+    gateway = GatewayProcess(tmp_path / "data",
+                             extra_args=[*server_args, "--write-timeout", "1"]).start()
     raw = RawH2Client(gateway.url, timeout=30)
     try:
         with make_client(gateway) as client:
@@ -275,6 +276,39 @@ def test_vanished_client_does_not_leave_the_turn_stuck(
     assert time.monotonic() - started < 20
     assert sum(e["type"] == "text_delta" for e in logged) == 20_000
     assert raw.streams[held].ended is False
+
+
+def test_reset_of_a_held_stream_releases_the_pending_write_at_once(
+    tmp_path: Path, agent_folder: Path, server_args: list[str]
+) -> None:
+    """RST_STREAM on a stream whose window is at zero wakes the gateway's blocked write.
+
+    A write left waiting would be cut only by the write timeout, which logs it.
+    """
+    gateway = GatewayProcess(tmp_path / "data",
+                             extra_args=[*server_args, "--write-timeout", "3"]).start()
+    raw = RawH2Client(gateway.url)
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "echo", agent_folder)
+            sid = create_session(client, "echo")["id"]
+            held = raw.request("POST", f"/api/sessions/{sid}/messages", headers=auth(gateway),
+                               body=message_body("big", tokens=20_000), auto_ack=False)
+            raw.pump_for(0.5)
+            assert logged_count(client, sid) < 20_000, "the held reader did not hold the turn"
+            raw.conn.reset_stream(held)
+            raw.pump_out()
+            logged = wait_for_done(client, sid)
+            assert sum(e["type"] == "text_delta" for e in logged) == 20_000
+            time.sleep(4)  # past the write timeout
+            health = raw.request("GET", "/health")
+            assert raw.wait_response(health).status == 200
+    finally:
+        raw.close()
+        gateway.stop()
+    log = gateway.stderr_path.read_text()
+    assert "cut a reader" not in log, "the write stayed blocked until the write timeout"
+    assert "unhandled error" not in log
 
 
 def test_on_disconnect_interrupt_stops_the_turn_when_the_client_leaves(
