@@ -87,13 +87,13 @@ def _found(pattern: str, text: str) -> str:
     return match.group(1)
 
 
-def start(name: str, root: Path, turn_rpc: str | None) -> Deployment:
+def start(name: str, root: Path, turn_rpc: str | None, server: str = "hypercorn") -> Deployment:
     """A deployment: the gateway, plus a runner unless `turn_rpc` is None (standalone)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
     env.update(ASH_API_KEY=API_KEY, ASH_INTERNAL_SECRET=SECRET)
     deployment = Deployment(name)
     args = ["-m", "gateway", "--port", "0", "--data-dir", str(root / name / "gateway"),
-            "--log-level", "warning"]
+            "--log-level", "warning", "--server", server]
     if turn_rpc is not None:
         args += ["--mode", "coordinator", "--grpc-port", "0", "--turn-rpc", turn_rpc]
     (root / name).mkdir(parents=True)
