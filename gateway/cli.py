@@ -179,6 +179,8 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
              f"Data dir: {config.data_dir}"]
     if config.sandbox == "none" and config.coordinator is None:
         lines.append(f"WARNING: {NONE_WARNING}")
+    if config.server in servers.EXPERIMENTAL:
+        lines.append(f"WARNING: {servers.EXPERIMENTAL[config.server]}")
     if registry_address is not None:
         assert config.coordinator is not None
         tls = "TLS" if config.coordinator.certfile else "cleartext"

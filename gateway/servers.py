@@ -22,6 +22,12 @@ SERVERS = ("hypercorn", "granian")
 DEFAULT_SERVER = "hypercorn"
 GRACEFUL_TIMEOUT = 5.0
 """On stop, how long open requests and connections get before the app shuts down anyway."""
+EXPERIMENTAL = {
+    "granian": "--server granian is experimental: a reader cut by --write-timeout is never "
+               "told (its HTTP/2 stream stays open), and there is no Upgrade: h2c. "
+               "Use the default (hypercorn) in production; see docs/servers.md.",
+}
+"""A warning the banner prints for a server that is not fit for production yet."""
 
 
 @dataclass(frozen=True, slots=True)

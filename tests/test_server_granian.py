@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.h2_client import RawH2Client
 from tests import test_hypercorn_h2, test_protocols, test_streams
 from tests.conftest import TlsGateway, create_session, deploy, make_client, send_message
 from tests.gateway_process import GatewayProcess, bridge_pids
@@ -30,6 +29,8 @@ def server_args() -> list[str]:
 def test_banner_names_granian_and_the_port_it_bound(gateway: GatewayProcess) -> None:
     assert "granian" in gateway.banner[0]
     assert "no Upgrade: h2c" in gateway.banner[0]
+    assert any(line.startswith("WARNING: --server granian is experimental")
+               for line in gateway.banner)
     port = int(gateway.url.rsplit(":", 1)[1])
     assert port > 0
     assert httpx.get(f"{gateway.url}/health").json()["status"] == "ok"
@@ -128,28 +129,15 @@ def test_reader_cut_by_the_write_timeout_is_left_open_but_its_turn_completes(
     tmp_path: Path, agent_folder: Path, server_args: list[str]
 ) -> None:
     """What granian does today (see WRITE_TIMEOUT_DEFECT): the gateway side is sound."""
-    gateway = GatewayProcess(tmp_path / "data",
-                             extra_args=[*server_args, "--write-timeout", "1"]).start()
-    raw = RawH2Client(gateway.url, timeout=30)
-    try:
-        with make_client(gateway) as client:
-            deploy(client, "echo", agent_folder)
-            sid = create_session(client, "echo")["id"]
-            held = raw.request("POST", f"/api/sessions/{sid}/messages",
-                               headers=test_streams.auth(gateway),
-                               body=test_streams.message_body("big", tokens=20_000),
-                               auto_ack=False)
-            logged = test_streams.wait_for_done(client, sid)
-            assert sum(e["type"] == "text_delta" for e in logged) == 20_000
-            raw.pump_for(3)
-            stalled = raw.streams[held]
-            assert not stalled.reset and not stalled.ended
-            health = raw.request("GET", "/health")
-            assert raw.wait_response(health).status == 200
-    finally:
-        raw.close()
-        gateway.stop()
-    assert "cut a reader" in gateway.stderr_path.read_text()
+    with test_streams.held_turn(tmp_path, agent_folder, server_args, write_timeout=1) as turn:
+        logged = test_streams.wait_for_done(turn.client, turn.sid)
+        assert sum(e["type"] == "text_delta" for e in logged) == 20_000
+        turn.raw.pump_for(3)
+        stalled = turn.raw.streams[turn.stream]
+        assert not stalled.reset and not stalled.ended
+        health = turn.raw.request("GET", "/health")
+        assert turn.raw.wait_response(health).status == 200
+    assert "cut a reader" in turn.gateway.stderr_path.read_text()
 
 
 def test_rejoin_with_last_event_id_reads_every_event_exactly_once(
