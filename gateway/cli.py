@@ -109,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
+    if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
+        parser.error(f"--server must be one of {', '.join(servers.SERVERS)}")
     if (reason := servers.missing(args.server)) is not None:
         parser.error(reason)
     return GatewayConfig(

@@ -41,7 +41,7 @@ Serve = Callable[[ASGIApp, socket.socket, ServeOptions, asyncio.Event], Awaitabl
 
 
 class ServerUnavailable(Exception):
-    """The chosen server's package is not installed."""
+    """The chosen server's package is not installed, or not a version we can use."""
 
 
 def protocols(name: str, tls: bool) -> str:
@@ -68,6 +68,10 @@ def load(name: str) -> Serve:
     reason = missing(name)
     if reason is not None:
         raise ServerUnavailable(reason)
-    module = importlib.import_module(f"gateway.serve_{name}")
+    try:
+        module = importlib.import_module(f"gateway.serve_{name}")
+    except ImportError as exc:  # e.g. a granian other than the pinned 2.8.x
+        raise ServerUnavailable(f"--server {name}: {exc}; pip install "
+                                f"'ash-gateway[{name}]' installs a version that fits") from exc
     serve: Serve = module.serve
     return serve
