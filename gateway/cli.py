@@ -12,16 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hypercorn.asyncio
 import uvloop
-from hypercorn.config import Config as HypercornConfig
 
-from gateway import agents, coordinator_cli, hypercorn_h2
+from gateway import agents, coordinator_cli, servers
 from gateway.app import GatewayApp
 from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
 from gateway.event_log import EventLog
+from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
@@ -58,6 +57,8 @@ class GatewayConfig:
     """Set in coordinator mode."""
     sandbox: str = DEFAULT_MODE
     """How standalone mode isolates sandboxes: bwrap, or none (development only)."""
+    server: str = servers.DEFAULT_SERVER
+    """The HTTP server that runs the app: hypercorn, or granian (see docs/servers.md)."""
 
 
 def _env_flag(name: str) -> bool:
@@ -99,11 +100,19 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(ASH_EVENT_RETENTION_DAYS, default 7)")
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--server", choices=servers.SERVERS,
+                        default=env("ASH_SERVER", servers.DEFAULT_SERVER),
+                        help="HTTP server: hypercorn (default) or granian, experimental "
+                        "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
+    if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
+        parser.error(f"--server must be one of {', '.join(servers.SERVERS)}")
+    if (reason := servers.missing(args.server)) is not None:
+        parser.error(reason)
     return GatewayConfig(
         host=args.host, port=args.port, data_dir=args.data_dir.resolve(),
         api_key=env("ASH_API_KEY") or None, certfile=args.certfile, keyfile=args.keyfile,
@@ -113,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         event_retention_days=args.event_retention_days,
         coordinator=coordinator_cli.settings_from_args(args, parser)
         if args.mode == "coordinator" else None,
-        sandbox=args.sandbox,
+        sandbox=args.sandbox, server=args.server,
     )
 
 
@@ -152,25 +161,14 @@ def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this (Linux). asyncio sets it on each connection
+    # anyway; granian does not, and without it every SSE frame after the first
+    # waits ~40 ms for the client's delayed ACK (Nagle).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
-
-
-def hypercorn_config(config: GatewayConfig, sock: socket.socket) -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.fileno()}"]
-    hc.accesslog = None
-    hc.errorlog = "-"
-    hc.loglevel = config.log_level.upper()
-    hc.keep_alive_timeout = 75
-    hc.graceful_timeout = 5
-    if config.certfile and config.keyfile:
-        hc.certfile = config.certfile
-        hc.keyfile = config.keyfile
-        hc.alpn_protocols = ["h2", "http/1.1"]
-    return hc
 
 
 def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
@@ -179,13 +177,14 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
     scheme = "https" if config.certfile else "http"
     shown_host = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{shown_host}:{port}"
-    protocols = "HTTP/2 (ALPN) and HTTP/1.1" if config.certfile else (
-        "HTTP/1.1 and HTTP/2 cleartext (prior knowledge or Upgrade: h2c)"
-    )
-    lines = [f"Ash gateway ({config.mode}) listening on {url} — {protocols}",
+    protocols = servers.protocols(config.server, tls=bool(config.certfile))
+    server = "" if config.server == servers.DEFAULT_SERVER else f", {config.server}"
+    lines = [f"Ash gateway ({config.mode}{server}) listening on {url} — {protocols}",
              f"Data dir: {config.data_dir}"]
     if config.sandbox == "none" and config.coordinator is None:
         lines.append(f"WARNING: {NONE_WARNING}")
+    if config.server in servers.EXPERIMENTAL:
+        lines.append(f"WARNING: {servers.EXPERIMENTAL[config.server]}")
     if registry_address is not None:
         assert config.coordinator is not None
         tls = "TLS" if config.coordinator.certfile else "cleartext"
@@ -214,18 +213,22 @@ async def serve(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await hypercorn.asyncio.serve(app, hypercorn_config(config, sock), shutdown_trigger=stop.wait)
+    options = ServeOptions(log_level=config.log_level, certfile=config.certfile,
+                           keyfile=config.keyfile)
+    await servers.load(config.server)(app, sock, options, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    hypercorn_h2.install()
     try:
         uvloop.run(serve(config))
     except SandboxUnavailable as exc:
         print(f"ash-gateway: cannot start sandboxes: {exc}", file=sys.stderr)
+        return 2
+    except ServerUnavailable as exc:
+        print(f"ash-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from bench.model_stub import StubProcess
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import SseEvent, parse_sse
+
+TlsGateway = tuple[GatewayProcess, ssl.SSLContext]
 
 
 def make_agent_folder(root: Path, name: str = "echo", config: dict | None = None) -> Path:
@@ -50,12 +54,39 @@ def model_gateway(tmp_path: Path, stub: StubProcess, model_key: str) -> Iterator
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "data").start()
+def server_args() -> list[str]:
+    """Gateway flags choosing the HTTP server; a module may override it (--server granian)."""
+    return []
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, server_args: list[str]) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path / "data", extra_args=server_args).start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path, server_args: list[str]) -> Iterator[TlsGateway]:
+    """A gateway serving HTTPS with a certificate from a throwaway CA, and a context trusting it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(certfile, "ab") as handle:
+            handle.write(extra.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    gateway = GatewayProcess(tmp_path / "data", extra_args=[
+        *server_args, "--certfile", str(certfile), "--keyfile", str(keyfile)]).start()
+    try:
+        yield gateway, context
+    finally:
+        gateway.stop()
 
 
 def make_client(gateway: GatewayProcess, protocol: str = "h2") -> httpx.Client:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 
-from tests.conftest import create_session, deploy, send_message
+from tests.conftest import TlsGateway, create_session, deploy, send_message
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import parse_sse
 
@@ -46,29 +42,9 @@ def test_curl_prior_knowledge_streams_a_reply(gateway: GatewayProcess, agent_fol
     assert "hello there" in "".join(e.data["text"] for e in events if e.event == "text_delta")
 
 
-@pytest.fixture
-def tls_gateway(tmp_path: Path) -> Iterator[tuple[GatewayProcess, ssl.SSLContext]]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_pem.write_to_path(str(keyfile))
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for extra in cert.cert_chain_pems[1:]:
-        with open(certfile, "ab") as handle:
-            handle.write(extra.bytes())
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    gateway = GatewayProcess(tmp_path / "data", extra_args=[
-        "--certfile", str(certfile), "--keyfile", str(keyfile)]).start()
-    try:
-        yield gateway, context
-    finally:
-        gateway.stop()
-
-
 @pytest.mark.parametrize(("http2", "expected"), [(True, "HTTP/2"), (False, "HTTP/1.1")])
 def test_tls_negotiates_protocol_with_alpn_and_streams(
-    tls_gateway: tuple[GatewayProcess, ssl.SSLContext], agent_folder, http2: bool, expected: str
+    tls_gateway: TlsGateway, agent_folder, http2: bool, expected: str
 ) -> None:
     gateway, context = tls_gateway
     assert gateway.url.startswith("https://")

@@ -5,11 +5,14 @@ Raw h2 clients (tests/h2_raw.py) control the HTTP/2 window directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,35 @@ def complete_frames(body: bytes | bytearray) -> list[SseEvent]:
     """The whole SSE frames in `body` (a trailing partial frame is left out)."""
     cut = bytes(body).rfind(b"\n\n")
     return parse_sse([bytes(body)[: cut + 2]]) if cut >= 0 else []
+
+
+@dataclass
+class HeldTurn:
+    gateway: GatewayProcess
+    client: httpx.Client
+    raw: RawH2Client
+    sid: str
+    stream: int
+    """The raw client's stream of the turn, its window held at zero."""
+
+
+@contextlib.contextmanager
+def held_turn(tmp_path: Path, agent_folder: Path, server_args: list[str],
+              write_timeout: float, tokens: int = 20_000) -> Iterator[HeldTurn]:
+    """A gateway with `--write-timeout`, and a turn whose reader never returns window."""
+    gateway = GatewayProcess(tmp_path / "data", extra_args=[
+        *server_args, "--write-timeout", f"{write_timeout:g}"]).start()
+    raw = RawH2Client(gateway.url, timeout=30)
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "echo", agent_folder)
+            sid = create_session(client, "echo")["id"]
+            stream = raw.request("POST", f"/api/sessions/{sid}/messages", headers=auth(gateway),
+                                 body=message_body("big", tokens=tokens), auto_ack=False)
+            yield HeldTurn(gateway, client, raw, sid, stream)
+    finally:
+        raw.close()
+        gateway.stop()
 
 
 def history(client: httpx.Client, sid: str) -> list[dict]:
@@ -238,27 +270,17 @@ def test_held_reader_pauses_its_session_with_bounded_memory_while_another_stream
 
 
 def test_reader_that_stops_is_cut_after_the_write_timeout_and_the_turn_completes(
-    tmp_path: Path, agent_folder: Path
+    tmp_path: Path, agent_folder: Path, server_args: list[str]
 ) -> None:
-    gateway = GatewayProcess(tmp_path / "data", extra_args=["--write-timeout", "1"]).start()
-    raw = RawH2Client(gateway.url, timeout=30)
-    try:
-        with make_client(gateway) as client:
-            deploy(client, "echo", agent_folder)
-            sid = create_session(client, "echo")["id"]
-            held = raw.request("POST", f"/api/sessions/{sid}/messages", headers=auth(gateway),
-                               body=message_body("big", tokens=20_000), auto_ack=False)
-            deadline = time.monotonic() + 15
-            while not raw.streams[held].reset:
-                assert time.monotonic() < deadline, "the stalled reader was never cut"
-                raw.pump_for(0.2)
-            logged = wait_for_done(client, sid)
-            assert sum(e["type"] == "text_delta" for e in logged) == 20_000
-            replay = read_stream_until(client, sid, {}, 1)
-            assert len(replay) == len(logged)
-    finally:
-        raw.close()
-        gateway.stop()
+    with held_turn(tmp_path, agent_folder, server_args, write_timeout=1) as turn:
+        deadline = time.monotonic() + 15
+        while not turn.raw.streams[turn.stream].reset:
+            assert time.monotonic() < deadline, "the stalled reader was never cut"
+            turn.raw.pump_for(0.2)
+        logged = wait_for_done(turn.client, turn.sid)
+        assert sum(e["type"] == "text_delta" for e in logged) == 20_000
+        replay = read_stream_until(turn.client, turn.sid, {}, 1)
+        assert len(replay) == len(logged)
 
 
 def test_vanished_client_does_not_leave_the_turn_stuck(
@@ -275,6 +297,28 @@ def test_vanished_client_does_not_leave_the_turn_stuck(
     assert time.monotonic() - started < 20
     assert sum(e["type"] == "text_delta" for e in logged) == 20_000
     assert raw.streams[held].ended is False
+
+
+def test_reset_of_a_held_stream_releases_the_pending_write_at_once(
+    tmp_path: Path, agent_folder: Path, server_args: list[str]
+) -> None:
+    """RST_STREAM on a stream whose window is at zero wakes the gateway's blocked write.
+
+    A write left waiting would be cut only by the write timeout, which logs it.
+    """
+    with held_turn(tmp_path, agent_folder, server_args, write_timeout=3) as turn:
+        turn.raw.pump_for(0.5)
+        assert logged_count(turn.client, turn.sid) < 20_000, "the reader did not hold the turn"
+        turn.raw.conn.reset_stream(turn.stream)
+        turn.raw.pump_out()
+        logged = wait_for_done(turn.client, turn.sid)
+        assert sum(e["type"] == "text_delta" for e in logged) == 20_000
+        time.sleep(4)  # past the write timeout
+        health = turn.raw.request("GET", "/health")
+        assert turn.raw.wait_response(health).status == 200
+    log = turn.gateway.stderr_path.read_text()
+    assert "cut a reader" not in log, "the write stayed blocked until the write timeout"
+    assert "unhandled error" not in log
 
 
 def test_on_disconnect_interrupt_stops_the_turn_when_the_client_leaves(
