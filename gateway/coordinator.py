@@ -245,12 +245,13 @@ class Coordinator:
         return client is not None and client.is_alive(session_id)
 
     def send(
-        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None,
+        *, turn_id: str = "",
     ) -> AsyncGenerator[Event, None]:
         client = self._client(session_id)
         if client is None:
             return _no_sandbox(session_id)
-        return client.send(session_id, prompt, options)
+        return client.send(session_id, prompt, options, turn_id=turn_id)
 
     def replay(self, session_id: str) -> AsyncGenerator[Event, None]:
         client = self._client(session_id)

@@ -246,21 +246,23 @@ class RemoteBackend:
     # turns
 
     def send(
-        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None,
+        *, turn_id: str = "",
     ) -> AsyncGenerator[Event, None]:
         """One turn's events, `done` last, with the session state durable before `done`.
 
         A consumer that stops early leaves the turn to a background drain that
         interrupts it, so the next `send` on the stream starts clean.
         """
-        return self._turns(session_id, prompt, options)
+        return self._turns(session_id, prompt, options, turn_id)
 
     def replay(self, session_id: str) -> AsyncGenerator[Event, None]:
         """The rest of the turns the runner ran on while no gateway was attached."""
         return self._turns(session_id, None, None)
 
     async def _turns(
-        self, session_id: str, prompt: str | None, options: dict[str, Any] | None
+        self, session_id: str, prompt: str | None, options: dict[str, Any] | None,
+        turn_id: str = "",
     ) -> AsyncGenerator[Event, None]:
         """A new turn (`prompt`), or with None the pending ones read to their last `done`."""
         stream = self._streams.get(session_id)
@@ -289,12 +291,14 @@ class RemoteBackend:
             elif self._turn_rpc == TURN_RPC_SEND:
                 per_turn_call = self._stub.Send(pb.SendRequest(
                     session_id=session_id, prompt=prompt, options_json=options_json,
-                    state_max_bytes=self._states.max_bytes), metadata=self._metadata)
+                    state_max_bytes=self._states.max_bytes, turn_id=turn_id),
+                    metadata=self._metadata)
                 read = per_turn_call.read
             else:
                 try:
                     await stream.write(pb.SessionCommand(
-                        query=pb.SessionCommand.Query(prompt=prompt, options_json=options_json)))
+                        query=pb.SessionCommand.Query(prompt=prompt, options_json=options_json,
+                                                      turn_id=turn_id)))
                 except (grpc.RpcError, asyncio.InvalidStateError):
                     read = _broken
                 else:

@@ -27,7 +27,10 @@ from gateway.http import (
 from gateway.sessions import session_json
 from gateway.sse_stream import SseWriter, stream_session
 from gateway.store import AgentRow
+from runner import timing
 from runner.backend import EXEC_MAX_TIMEOUT
+from runner.timing import TIMING
+from wire import timing as wt
 
 SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
 DEFAULT_EXEC_TIMEOUT = 30.0
@@ -178,6 +181,7 @@ ON_DISCONNECT = ("continue", "interrupt")
 
 
 async def send_message(gw: Gateway, req: Request) -> None:
+    turn_id = timing.request_in(req.header(wt.TURN_HEADER), req.path_params["id"]) if TIMING else ""
     body = await req.json_object()
     content = string_field(body, "content") or ""
     options = _message_options(body)
@@ -185,6 +189,8 @@ async def send_message(gw: Gateway, req: Request) -> None:
     if on_disconnect not in ON_DISCONNECT:
         raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
     row = await gw.sessions.begin_turn(req.path_params["id"])
+    if TIMING:
+        timing.point(wt.GATEWAY_SESSION_FOUND, turn_id, row.id)
     subscriber = gw.sessions.feeds.subscribe(row.id)
     writer = SseWriter(req, gw.stream_settings)
     try:
@@ -193,7 +199,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
         gw.sessions.feeds.unsubscribe(row.id, subscriber)
         gw.sessions.abandon_turn(row.id)
         raise
-    gw.sessions.start_turn(row, content, options)
+    gw.sessions.start_turn(row, content, options, turn_id)
 
     def interrupt() -> None:
         asyncio.get_running_loop().create_task(gw.sessions.interrupt(row.id))
@@ -201,7 +207,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
     try:
         await stream_session(
             writer, subscriber, session_id=row.id, until_done=True,
-            on_disconnect=interrupt if on_disconnect == "interrupt" else None,
+            on_disconnect=interrupt if on_disconnect == "interrupt" else None, turn_id=turn_id,
         )
     finally:
         gw.sessions.feeds.unsubscribe(row.id, subscriber)

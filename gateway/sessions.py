@@ -24,8 +24,11 @@ from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import SessionRow, Store
+from runner import timing
 from runner.backend import Backend, BackendError, ExecResult, SandboxInfo
+from runner.timing import TIMING
 from wire import events, sse
+from wire import timing as wt
 
 log = logging.getLogger("ash.sessions")
 
@@ -260,13 +263,14 @@ class SessionService:
         """Release a turn that `begin_turn` admitted but that never started."""
         self._busy.discard(session_id)
 
-    def start_turn(self, row: SessionRow, prompt: str, options: dict[str, Any]) -> None:
+    def start_turn(self, row: SessionRow, prompt: str, options: dict[str, Any],
+                   turn_id: str = "") -> None:
         """Run the turn `begin_turn` admitted as a task of its own: it outlives any client.
 
         Its events reach whoever subscribed to the session's feed (subscribe first,
-        then start, to see every event).
+        then start, to see every event). `turn_id` joins the turn's timing points.
         """
-        self._run(row, self._turn_events(row.id, prompt, options))
+        self._run(row, self._turn_events(row.id, prompt, options, turn_id))
 
     def _run(self, row: SessionRow, source: AsyncIterator[events.Event]) -> None:
         task = asyncio.get_running_loop().create_task(self._produce(row, source))
@@ -331,10 +335,16 @@ class SessionService:
             await asyncio.wait(list(self._turns.values()))
 
     async def _turn_events(
-        self, session_id: str, prompt: str, options: dict[str, Any]
+        self, session_id: str, prompt: str, options: dict[str, Any], turn_id: str = ""
     ) -> AsyncIterator[events.Event]:
+        first_pending = TIMING and bool(turn_id)
+        if first_pending:
+            timing.point(wt.GATEWAY_BACKEND_SEND, turn_id, session_id)
         try:
-            async for event in self.backend.send(session_id, prompt, options):
+            async for event in self.backend.send(session_id, prompt, options, turn_id=turn_id):
+                if first_pending and event.type in wt.TOKEN_EVENTS:
+                    first_pending = False
+                    timing.point(wt.GATEWAY_FIRST_EVENT, turn_id, session_id)
                 yield event
         except BackendError as exc:
             yield events.Event(

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from gateway.http import Request
 from gateway.live import Subscriber
 from gateway.store import Store
+from runner import timing
+from runner.timing import TIMING
 from wire import events, sse
+from wire import timing as wt
 
 log = logging.getLogger("ash.stream")
 
@@ -126,12 +129,15 @@ async def stream_session(
     replay_until: int = 0,
     until_done: bool,
     on_disconnect: Callable[[], object] | None = None,
+    turn_id: str = "",
 ) -> None:
     """Replay logged events in (replay_after, replay_until], then live ones after that.
 
     With `until_done` the response ends after the first `done`; otherwise it stays
-    open (keep-alive comments) until the client leaves or the session ends.
+    open (keep-alive comments) until the client leaves or the session ends. `turn_id`
+    names the turn whose first-token frame is a timing point.
     """
+    first_pending = TIMING and bool(turn_id)
     watcher = asyncio.get_running_loop().create_task(
         _watch_disconnect(writer.request, subscriber, on_disconnect)
     )
@@ -159,16 +165,22 @@ async def stream_session(
                 return
             chunk: list[bytes] = []
             done = False
+            token = False
             for frame in frames:
                 if frame.seq <= last:
                     continue
                 chunk.append(frame.sse)
                 last = frame.seq
+                if first_pending and frame.type in wt.TOKEN_EVENTS:
+                    token = True
                 if until_done and frame.type == events.DONE:
                     done = True
                     break
             if chunk:
                 await writer.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+            if token:
+                first_pending = False
+                timing.point(wt.GATEWAY_FIRST_FRAME_WRITTEN, turn_id, session_id)
             if done:
                 await writer.finish()
                 return

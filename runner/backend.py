@@ -90,12 +90,14 @@ class Backend(Protocol):
     def is_alive(self, session_id: str) -> bool: ...
 
     def send(
-        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None,
+        *, turn_id: str = "",
     ) -> AsyncIterator[Event]:
         """Run one turn; yields its events, the last one `done`.
 
         If the sandbox dies mid-turn the iterator yields an `error` event naming
-        the cause, then `done`.
+        the cause, then `done`. `turn_id` (set when ASH_DEBUG_TIMING is on) goes down
+        to the bridge to join the turn's timing points.
         """
         ...
 

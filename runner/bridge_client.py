@@ -17,6 +17,9 @@ from typing import Any, cast
 
 import orjson
 
+from runner import timing
+from runner.timing import TIMING
+from wire import timing as wt
 from wire.bridge import FrameDecoder, FrameError, encode_frame
 from wire.events import EXEC, EXEC_RESULT, MODEL_CANCEL, MODEL_REQUEST, Event
 
@@ -56,6 +59,8 @@ class _BridgeProtocol(asyncio.Protocol):
             elif frame.type in (MODEL_REQUEST, MODEL_CANCEL):
                 if self.model_handler is not None:
                     self.model_handler(frame)
+            elif TIMING and frame.type == wt.FRAME:
+                timing.relay_bridge_points(frame.data)
             else:
                 self.events.append(frame)
         if len(self.events) >= PAUSE_AT and not self.paused:

@@ -36,6 +36,7 @@ import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from runner import timing
 from runner.agent_cache import AgentCache
 from runner.backend import (
     AgentSpec,
@@ -46,10 +47,12 @@ from runner.backend import (
 )
 from runner.grpc_transport import SERVER_OPTIONS, add_listener
 from runner.local import LocalBackend
+from runner.timing import TIMING
 from runner.turn_relay import Sink, TurnRelay, Write
 from wire import events
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
+from wire import timing as wt
 from wire.internal_auth import SecretCheck
 
 log = logging.getLogger("ash.runner")
@@ -264,7 +267,8 @@ class RunnerService(pb_grpc.RunnerServicer):
         reader = loop.create_task(self._read_commands(context, session_id, inbox))
         watcher = loop.create_task(self._watch_exit(session_id, inbox))
         relay = self._relay(session_id)
-        write: Write = context.write
+        timed = _TimedWrite(context.write, session_id) if TIMING else None
+        write: Write = context.write if timed is None else timed
         try:
             after = first.open.resume_after
             pending = relay.pending_turns(after)
@@ -279,7 +283,11 @@ class RunnerService(pb_grpc.RunnerServicer):
                         context.set_code(item.code)
                         context.set_details(item.details)
                     return
-                relay.start(self._turn(session_id, item.prompt, item.options_json, state_max))
+                turn_id = item.turn_id if TIMING else ""
+                relay.start(self._turn(session_id, item.prompt, item.options_json, state_max,
+                                       turn_id))
+                if timed is not None:
+                    timed.turn_id = turn_id
         finally:
             relay.detach(write)
             reader.cancel()
@@ -297,6 +305,8 @@ class RunnerService(pb_grpc.RunnerServicer):
             while (command := await context.read()) is not grpc.aio.EOF:
                 kind = command.WhichOneof("command")
                 if kind == "query":
+                    if TIMING:
+                        timing.point(wt.RUNNER_RECEIVED, command.query.turn_id, session_id)
                     relay = self._relays.get(session_id)
                     if relay is not None:
                         relay.ack(relay.last_hint)  # the gateway logged every earlier event
@@ -316,11 +326,19 @@ class RunnerService(pb_grpc.RunnerServicer):
         inbox.put_nowait(_End(grpc.StatusCode.ABORTED, "sandbox exited"))
 
     async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> None:
-        await write_turn(context.write, self._turn(
-            request.session_id, request.prompt, request.options_json, request.state_max_bytes))
+        write: Write = context.write
+        turn_id = ""
+        if TIMING:
+            turn_id = request.turn_id
+            timing.point(wt.RUNNER_RECEIVED, turn_id, request.session_id)
+            write = _TimedWrite(context.write, request.session_id, turn_id)
+        await write_turn(write, self._turn(
+            request.session_id, request.prompt, request.options_json, request.state_max_bytes,
+            turn_id))
 
     async def _turn(
-        self, session_id: str, prompt: str, options_json: bytes, state_max: int
+        self, session_id: str, prompt: str, options_json: bytes, state_max: int,
+        turn_id: str = "",
     ) -> AsyncIterator[pb.SessionEvent]:
         """One turn's messages: the bridge's events, the state chunks just before `done`."""
         if self.leaving:
@@ -329,7 +347,7 @@ class RunnerService(pb_grpc.RunnerServicer):
             return
         try:
             options = orjson.loads(options_json) if options_json else None
-            async for event in self.backend.send(session_id, prompt, options):
+            async for event in self.backend.send(session_id, prompt, options, turn_id=turn_id):
                 if event.type == events.DONE:
                     async for message in self._state_messages(session_id, state_max):
                         yield message
@@ -406,6 +424,24 @@ class RunnerService(pb_grpc.RunnerServicer):
             cpu_seconds=times.user + times.system + times.children_user + times.children_system,
             rss_bytes=_rss_bytes(),
         )
+
+
+class _TimedWrite:
+    """A stream's write that takes `runner.first_event_sent` (ASH_DEBUG_TIMING) once the
+    write carrying the first token of turn `turn_id` returned, alone or coalesced."""
+
+    def __init__(self, write: Write, session_id: str, turn_id: str = "") -> None:
+        self._write = write
+        self._session_id = session_id
+        self.turn_id = turn_id
+        """The turn whose first token is still to be sent ("" when none is)."""
+
+    async def __call__(self, message: pb.SessionEvent) -> None:
+        await self._write(message)
+        if self.turn_id and (message.type in wt.TOKEN_EVENTS
+                             or any(m.type in wt.TOKEN_EVENTS for m in message.more)):
+            timing.point(wt.RUNNER_FIRST_EVENT_SENT, self.turn_id, self._session_id)
+            self.turn_id = ""
 
 
 async def write_turn(write: Write, messages: AsyncIterator[pb.SessionEvent]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from runner import timing
 from runner.backend import (
     EXEC_MAX_TIMEOUT,
     AgentSpec,
@@ -42,9 +43,11 @@ from runner.bridge_client import BridgeClient
 from runner.isolation import Isolation, create_isolation, mode_from_env
 from runner.model_proxy import ModelProxy, ModelUpstream
 from runner.sandbox import BridgeProcess, BridgeSettings, SandboxSpec, spawn_bridge
+from runner.timing import TIMING
 from runner.workspace_state import pack_workspace
 from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
 from wire import events
+from wire import timing as wt
 from wire.events import Event
 
 log = logging.getLogger("ash.runner")
@@ -233,15 +236,19 @@ class LocalBackend:
     # turns
 
     async def send(
-        self, session_id: str, prompt: str, options: dict[str, Any] | None = None
+        self, session_id: str, prompt: str, options: dict[str, Any] | None = None,
+        *, turn_id: str = "",
     ) -> AsyncGenerator[Event, None]:
         """One turn's events, `done` last. One turn at a time per sandbox.
 
         A consumer that stops early (aclose, cancellation) leaves the turn to a
         background drain that interrupts it, so the next `send` starts clean.
         """
+        request: dict[str, Any] = {"prompt": prompt, "options": options or {}}
+        if turn_id:
+            request["turn"] = turn_id
         try:
-            query = orjson.dumps({"prompt": prompt, "options": options or {}})
+            query = orjson.dumps(request)
         except TypeError as exc:
             raise BackendError(f"message options are not JSON: {exc}") from exc
         sandbox = self._live(session_id)
@@ -249,6 +256,7 @@ class LocalBackend:
             raise BackendError("session busy")
         sandbox.busy = True
         turn_open = False
+        first_pending = TIMING and bool(turn_id)
         try:
             if sandbox.draining is not None:
                 await asyncio.wait({sandbox.draining})
@@ -264,6 +272,9 @@ class LocalBackend:
                     yield self._exit_error(sandbox, code)
                     yield DONE_AFTER_ERROR
                     return
+                if first_pending and event.type in wt.TOKEN_EVENTS:
+                    first_pending = False
+                    timing.point(wt.RUNNER_FIRST_EVENT, turn_id, session_id)
                 turn_open = event.type != events.DONE
                 if not turn_open and (hit := self._isolation.limit_hit(sandbox.bridge)):
                     # A limit hit the turn survived (a full disk; an OOM kill the watcher

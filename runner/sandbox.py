@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from runner import bwrap
 from runner.backend import AgentSpec, SandboxStartError
+from runner.timing import TIMING
+from wire import timing as wt
 
 if TYPE_CHECKING:
     from runner.isolation import Isolation, SandboxHandle
@@ -245,6 +247,9 @@ def bridge_env(
         "ASH_AGENT_DIR": bwrap.AGENT_DIR if sandboxed else os.path.abspath(spec.agent.path),
         "ASH_BACKEND": spec.backend,
     })
+    env.pop(wt.ENV, None)
+    if TIMING:
+        env[wt.ENV] = "1"  # the bridge's points come back on its socket (`runner.timing`)
     if spec.model_token is not None:
         port = MODEL_PROXY_PORT if sandboxed else 0
         env.update({

@@ -39,6 +39,7 @@ class RunnerProcess:
     max_sandboxes: int = 20
     secret: str | None = SECRET
     extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     address: str = ""
 
@@ -46,6 +47,7 @@ class RunnerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
         if self.secret is not None:
             env["ASH_INTERNAL_SECRET"] = self.secret
+        env.update(self.extra_env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as stderr:
             self.process = subprocess.Popen(

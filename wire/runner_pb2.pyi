@@ -202,16 +202,18 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SendRequest(_message.Message):
-    __slots__ = ("session_id", "prompt", "options_json", "state_max_bytes")
+    __slots__ = ("session_id", "prompt", "options_json", "state_max_bytes", "turn_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
     STATE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     prompt: str
     options_json: bytes
     state_max_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[str] = ..., options_json: _Optional[bytes] = ..., state_max_bytes: _Optional[int] = ...) -> None: ...
+    turn_id: str
+    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[str] = ..., options_json: _Optional[bytes] = ..., state_max_bytes: _Optional[int] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class InterruptRequest(_message.Message):
     __slots__ = ("session_id",)

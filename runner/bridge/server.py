@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,13 +26,16 @@ from runner.bridge.agent import (
     DEFAULT_BACKEND,
     AgentBackend,
     AgentLoadError,
+    Emit,
     close_agent,
     load_agent,
     start_agent,
 )
 from runner.bridge.model_relay import ModelRelay, listen_address
 from runner.bridge.shell import run_shell
+from runner.timing import TIMING, TurnPoints
 from wire import events
+from wire import timing as wt
 from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
 
 EXIT_CONFIG_ERROR = 2
@@ -148,28 +152,34 @@ class Bridge:
 
     def _start_turn(self, payload: bytes) -> None:
         self._pending += 1
-        self._turn = asyncio.create_task(self._run_turn(self._turn, payload))
+        points = TurnPoints(payload, time.monotonic_ns()) if TIMING else None
+        self._turn = asyncio.create_task(self._run_turn(self._turn, payload, points))
 
-    async def _run_turn(self, previous: asyncio.Task[None] | None, payload: bytes) -> None:
-        """One turn, after the one before it: its events, then exactly one `done`."""
+    async def _run_turn(self, previous: asyncio.Task[None] | None, payload: bytes,
+                        points: TurnPoints | None = None) -> None:
+        """One turn, after the one before it: its events, then exactly one `done` (with
+        ASH_DEBUG_TIMING, the turn's `timing` frame just before it)."""
         try:
             if previous is not None:
                 await asyncio.wait({previous})
-            status, failure = await self._agent_turn(payload)
+            emit = self.emit if points is None else points.emitter(self.emit)
+            status, failure = await self._agent_turn(payload, emit)
             if isinstance(failure, BadQuery):
                 await self._error(str(failure), "bad_request")
             elif failure is not None:
                 traceback.print_exception(failure)
                 await self._error(f"agent failed: {failure}", "agent_error")
+            if points is not None and (batch := points.frame_payload()) is not None:
+                await self.emit(wt.FRAME, batch)
             await self.emit(events.DONE, orjson.dumps({"status": status}))
         except ConnectionError:
             pass  # the runner is gone; the command loop sees EOF and exits
 
-    async def _agent_turn(self, payload: bytes) -> tuple[str, Exception | None]:
+    async def _agent_turn(self, payload: bytes, emit: Emit) -> tuple[str, Exception | None]:
         """The agent's part of a turn; it stops being interruptible the moment it returns."""
         try:
             prompt, options = parse_query(payload)
-            return await self._agent.run_turn(prompt, options, self.emit), None
+            return await self._agent.run_turn(prompt, options, emit), None
         except ConnectionError:
             raise
         except Exception as exc:
