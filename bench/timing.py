@@ -157,9 +157,15 @@ def breakdown(turns: Mapping[str, Mapping[str, int]],
 
 def breakdown_from_logs(paths: Iterable[Path | str],
                         client_points: Iterable[wt.Point] = ()) -> Breakdown:
-    """The breakdown of every turn in the logs of one configuration's processes, with
-    the client's own points (the same turn ids, sent as `x-ash-turn`)."""
-    return breakdown(join([*read_points(paths), *client_points]))
+    """The breakdown of the turns in the logs of one configuration's processes. With the
+    client's own points (the same turn ids, sent as `x-ash-turn`), only the client's
+    turns count (warm-up turns it did not keep are left out); else every turn does."""
+    client_points = list(client_points)
+    turns = join([*read_points(paths), *client_points])
+    if client_points:
+        counted = {point.turn for point in client_points}
+        turns = {turn: points for turn, points in turns.items() if turn in counted}
+    return breakdown(turns)
 
 
 def markdown(breakdowns: Mapping[str, Breakdown]) -> str:

@@ -216,6 +216,18 @@ def test_the_markdown_table_names_every_hop_and_the_overhead() -> None:
     assert result.as_dict()["hops_ms"][0]["from"] == wt.CLIENT_SEND
 
 
+def test_with_client_points_only_the_clients_turns_count(tmp_path: Path) -> None:
+    log = tmp_path / "gateway.log"
+    server = [name for name in STANDALONE_POINTS if not name.startswith("client.")]
+    log.write_bytes(b"".join(line(name, t, turn) for turn in ("kept", "warm-up")
+                             for name, t in turn_of(server).items()))
+    client = [wt.Point(wt.CLIENT_SEND, 0, "kept"), wt.Point(wt.CLIENT_FIRST_EVENT, 10**9, "kept")]
+    assert bt.breakdown_from_logs([log]).complete == 2
+    result = bt.breakdown_from_logs([log], client)
+    assert (result.complete, result.incomplete) == (1, 0)
+    assert result.points == tuple(STANDALONE_POINTS)
+
+
 def test_the_cli_prints_the_breakdown_of_log_files(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "gateway.log"
