@@ -26,7 +26,9 @@ The mock agent's first-token delay is fixed (`--first-token-ms`), so its "Ash ov
 output (text, thinking, tool use) minus the stub's first token, on one clock. After the
 rounds, with `--warm-pool N` and a build that has it, creates from a warm pool are timed
 on deployments started with that flag; otherwise the figure is reported as n/a. The
-per-hop breakdown is the slot `collect_breakdown` fills from ASH_DEBUG_TIMING points.
+deployments run with ASH_DEBUG_TIMING=1 and each turn names itself (`x-ash-turn`), so the
+per-hop breakdown of the first token's path (`bench.timing`, docs/timing.md) comes from
+the processes' logs and the client's own points once they have stopped.
 
 Processes come from `bench.deploy`, the timed clients from `bench.turn_client`, the
 statistics from `bench.stats`, the header and files from `bench.report`.
@@ -55,9 +57,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import report
+from bench import timing as bt
 from bench.deploy import STARTUP_TIMEOUT, Deployment, start, supports_flag
 from bench.stats import NoSamples, Summary, markdown_table, ms, summarize
 from bench.turn_client import BenchClient, TurnTiming, connect
+from wire import timing as wt
 
 AGENT = "bench"
 MODEL_KEY = "bench-model-key"
@@ -125,6 +129,8 @@ class Target:
     samples: Samples = field(default_factory=dict)
     first_agent_types: Counter[str] = field(default_factory=Counter)
     """Which event type ended TTFT, turn by turn (the JSON shows it)."""
+    client_points: list[wt.Point] = field(default_factory=list)
+    """The counted turns' `client.*` timing points, for the per-hop breakdown."""
 
     def add(self, metric: str, value_ms: float) -> None:
         self.samples.setdefault(metric, []).append(value_ms)
@@ -239,6 +245,7 @@ def run_round(target: Target, settings: Settings, first_token: FirstToken, lifec
         target.add(TTFT, timing.first_agent_event * 1000)
         target.add(TOTAL, timing.done * 1000)
         target.first_agent_types[timing.first_agent_type] += 1
+        target.client_points.extend(timing.points)
         if timing.first_output is not None:
             target.add(FIRST_OUTPUT, timing.first_output * 1000)
             model_first = first_token.after(timing)
@@ -301,25 +308,25 @@ def warm_create_round(target: Target, settings: Settings) -> None:
 # --- the per-hop breakdown (ASH_DEBUG_TIMING) ------------------------------------------
 
 
-def collect_breakdown(deployment: Deployment) -> dict[str, Any] | None:
-    """The per-hop breakdown of a configuration's turns from its ASH_DEBUG_TIMING points.
+def collect_breakdown(root: Path, target: Target) -> bt.Breakdown | None:
+    """The per-hop breakdown of a configuration's counted turns, from its processes'
+    ASH_DEBUG_TIMING points and the client's; call it once the processes have exited
+    (their last points are written at exit). None when no turn has every point."""
+    folder = root / target.deployment.name
+    logs = [log for log in (folder / "gateway.log", folder / "runner.log") if log.exists()]
+    try:
+        return bt.breakdown_from_logs(logs, target.client_points)
+    except NoSamples:
+        return None
 
-    None until the timing points and `bench/timing.py` (parse, join, breakdown) land;
-    they plug in here, and `breakdown_section` prints what this returns.
-    """
-    return None
 
-
-def breakdown_section(breakdowns: dict[str, dict[str, Any] | None]) -> str:
+def breakdown_section(breakdowns: dict[str, bt.Breakdown | None]) -> str:
     available = {name: b for name, b in breakdowns.items() if b is not None}
     if not available:
-        return ("### Per-hop breakdown\n\nnot available in this build: it needs the "
-                "ASH_DEBUG_TIMING points (bench/timing.py).")
-    rows = []
-    for name, breakdown in available.items():
-        rows += [[name, hop, ms(value)] for hop, value in breakdown.items()]
-    return "### Per-hop breakdown, p50 ms\n\n" + markdown_table(
-        ["configuration", "hop", "p50"], rows)
+        return ("### Per-hop breakdown\n\nnot available: no turn has every ASH_DEBUG_TIMING "
+                "point (docs/timing.md).")
+    return ("### Per-hop breakdown of the first token's path (docs/timing.md)\n\n"
+            + bt.markdown(available))
 
 
 # --- figures and report ----------------------------------------------------------------
@@ -391,7 +398,7 @@ def lifecycle_table(results: dict[str, dict[str, Summary]], warm_pool_note: str 
 
 
 def render(settings: Settings, machine: report.Machine, results: dict[str, dict[str, Summary]],
-           breakdowns: dict[str, dict[str, Any] | None], warm_pool_note: str | None) -> str:
+           breakdowns: dict[str, bt.Breakdown | None], warm_pool_note: str | None) -> str:
     configs = list(results)
     metrics = table_metrics(settings.agent)
     base_name = configs[0]
@@ -424,7 +431,7 @@ def render(settings: Settings, machine: report.Machine, results: dict[str, dict[
 class Measured:
     samples: dict[str, Samples]
     first_agent_types: dict[str, dict[str, int]]
-    breakdowns: dict[str, dict[str, Any] | None]
+    breakdowns: dict[str, bt.Breakdown | None]
     warm_pool_note: str | None
     """Why there are no warm-pool figures; None when they were measured."""
 
@@ -446,7 +453,8 @@ def payload(settings: Settings, machine: report.Machine, measured: Measured,
                          overhead(results[c], results[configs[0]]).items()}
                      for c in configs[1:]},
         "warm_pool": measured.warm_pool_note or "measured",
-        "breakdown": measured.breakdowns,
+        "breakdown": {name: b.as_dict() if b is not None else None
+                      for name, b in measured.breakdowns.items()},
         "first_agent_event_types": measured.first_agent_types,
         "samples": measured.samples,
     }
@@ -517,6 +525,7 @@ def deployed(configs: list[Config], root: Path, settings: Settings, agent_dir: P
 def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str, str],
             first_token: FirstToken, progress: report.Progress) -> Measured:
     agent_dir = make_agent(root, settings)
+    env = {**env, wt.ENV: "1"}
     progress.update("does this build have --warm-pool?")
     modules = {"gateway"} | ({"runner"} if any(c.turn_rpc for c in configs) else set())
     pool_flag = all(supports_flag(module, "--warm-pool") for module in modules)
@@ -533,7 +542,7 @@ def measure(settings: Settings, configs: list[Config], root: Path, env: dict[str
                           lambda text, prefix=prefix: progress.update(f"{prefix}: {text}"))
         samples = {t.config.name: t.samples for t in targets}
         types = {t.config.name: dict(t.first_agent_types) for t in targets}
-        breakdowns = {t.config.name: collect_breakdown(t.deployment) for t in targets}
+    breakdowns = {t.config.name: collect_breakdown(root, t) for t in targets}
     if settings.warm_pool <= 0:
         note: str | None = "off (--warm-pool 0)"
     elif not pool_flag:

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from bench import timing as bt
 from bench.deploy import API_KEY
 from bench.h2_client import RawH2Client
 from wire import events
+from wire import timing as wt
 
 TURN_TIMEOUT = 120.0
 
@@ -83,12 +85,16 @@ class TurnTiming:
     first_agent_type: str
     sent_wall: float
     """The request's send time on `time.time()`, to line up with the model stub's clock."""
+    points: tuple[wt.Point, ...] = ()
+    """`client.send` and `client.first_event` under the turn id sent as `x-ash-turn`."""
 
 
 class TurnWatch:
     """Follows one turn's SSE bytes and records when its milestones arrived."""
 
     def __init__(self) -> None:
+        self.turn_id = bt.new_turn_id()
+        self.first_token: float | None = None
         self.scanner = SseScanner()
         self.sent_wall = time.time()
         self.started = time.perf_counter()
@@ -107,6 +113,8 @@ class TurnWatch:
                 self.first_agent = (at - self.started, frame.event)
             if self.first_output is None and frame.event in MODEL_OUTPUT_TYPES:
                 self.first_output = at - self.started
+            if self.first_token is None and frame.event in wt.TOKEN_EVENTS:
+                self.first_token = at
             if frame.event == events.DONE and self.done is None:
                 self.done = at - self.started
 
@@ -116,7 +124,16 @@ class TurnWatch:
             missing = "no agent-derived event" if self.first_agent is None else "no done"
             raise RuntimeError(f"turn streamed {self.frames} frames but {missing}")
         return TurnTiming(self.first_event, self.first_agent[0], self.first_output, self.done,
-                          self.first_agent[1], self.sent_wall)
+                          self.first_agent[1], self.sent_wall, self.points())
+
+    def points(self) -> tuple[wt.Point, ...]:
+        """The client's timing points; perf_counter is CLOCK_MONOTONIC on Linux, the
+        servers' clock, so its seconds convert to their nanoseconds."""
+        if self.first_token is None:
+            return ()
+        return (bt.client_point(wt.CLIENT_SEND, self.turn_id, round(self.started * 1e9)),
+                bt.client_point(wt.CLIENT_FIRST_EVENT, self.turn_id,
+                                round(self.first_token * 1e9)))
 
 
 # --- clients ---------------------------------------------------------------------------
@@ -152,7 +169,8 @@ class H2Client:
     def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
         watch = TurnWatch()
         stream_id = self.raw.request("POST", f"/api/sessions/{session_id}/messages",
-                                     headers=H2_HEADERS, body=json.dumps(body).encode())
+                                     headers=[*H2_HEADERS, (bt.TURN_HEADER, watch.turn_id)],
+                                     body=json.dumps(body).encode())
         result = self.raw.streams[stream_id]
         seen = 0
         while not (result.ended or result.reset or self.raw.terminated):
@@ -226,10 +244,10 @@ class Http1Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
-    def _send(self, method: str, path: str, body: bytes) -> None:
+    def _send(self, method: str, path: str, body: bytes, extra: str = "") -> None:
         self.sock.sendall(
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
     def _recv(self) -> bytes:
@@ -260,7 +278,8 @@ class Http1Client:
 
     def turn(self, session_id: str, body: dict[str, Any]) -> TurnTiming:
         watch = TurnWatch()
-        self._send("POST", f"/api/sessions/{session_id}/messages", json.dumps(body).encode())
+        self._send("POST", f"/api/sessions/{session_id}/messages", json.dumps(body).encode(),
+                   f"{bt.TURN_HEADER}: {watch.turn_id}\r\n")
         status, head = self._head()
         if status != 200 or "chunked" not in head.lower():
             raise RuntimeError(f"turn failed: {head!r} {self.buffer[:300]!r}")

@@ -243,6 +243,10 @@ def test_a_short_real_run_writes_samples_of_both_configurations_and_a_chart(
         assert data["summaries"][config][hop.TTFT]["n"] == 4
         if not client:
             assert len(data["samples"][config][hop.COLD_RESUME]) == 2
+        breakdown = data["breakdown"][config]
+        assert (breakdown["complete_turns"], breakdown["incomplete_turns"]) == (4, 0)
+    assert "runner.received" in data["breakdown"]["gateway+runner"]["points"]
+    assert "### Per-hop breakdown of the first token's path" in stdout
     assert data["settings"]["http"] == ("HTTP/1.1" if client else "HTTP/2")
     assert (tmp_path / "hop-mock-latest.png").stat().st_size > 0
 
