@@ -201,6 +201,8 @@ class TurnRelay:
         return self._pump if self.running else None
 
     def start(self, messages: AsyncIterator[pb.SessionEvent]) -> asyncio.Task[None]:
+        if self._sink is not None:
+            self._sink.first = True  # a turn's first event is written directly, every turn
         self._pump = asyncio.get_running_loop().create_task(self._run(messages))
         return self._pump
 

@@ -139,3 +139,21 @@ async def test_close_stops_the_turn_and_forgets_the_tail() -> None:
     await gate.reached.wait()
     await relay.close()
     assert not relay.unfinished
+
+
+
+async def test_every_turns_first_event_is_written_by_the_turn_itself_not_a_writer_task() -> None:
+    relay = TurnRelay("s", no_interrupt)
+    writers: dict[int, asyncio.Task[object] | None] = {}
+
+    async def write(message: pb.SessionEvent) -> None:
+        writers.setdefault(message.seq_hint, asyncio.current_task())
+        await asyncio.sleep(0)
+
+    await relay.attach(write, 0)
+    first_turn = relay.start(turn(3))
+    await first_turn
+    second_turn = relay.start(turn(3))
+    await second_turn
+    assert writers[1] is first_turn
+    assert writers[5] is second_turn, "the second turn's first event waited for a writer task"
