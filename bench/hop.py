@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,10 @@ def _found(pattern: str, text: str) -> str:
     return match.group(1)
 
 
-def start(name: str, root: Path, turn_rpc: str | None) -> Deployment:
-    """A deployment: the gateway, plus a runner unless `turn_rpc` is None (standalone)."""
+def start(name: str, root: Path, turn_rpc: str | None, *,
+          runner_args: Sequence[str] = ()) -> Deployment:
+    """A deployment: the gateway, plus a runner unless `turn_rpc` is None (standalone);
+    `runner_args` are appended to the runner's command line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
     env.update(ASH_API_KEY=API_KEY, ASH_INTERNAL_SECRET=SECRET)
     deployment = Deployment(name)
@@ -105,7 +108,7 @@ def start(name: str, root: Path, turn_rpc: str | None) -> Deployment:
         runner, _ = _spawn(
             ["-m", "runner", "--gateway", registry, "--listen", "127.0.0.1:0",
              "--runner-id", f"{name}-1", "--data-dir", str(root / name / "runner"),
-             "--heartbeat-interval", "1", "--log-level", "warning"],
+             "--heartbeat-interval", "1", "--log-level", "warning", *runner_args],
             env, root / name / "runner.log", re.compile("listening on"))
         deployment.processes.append(runner)
     return deployment
