@@ -419,9 +419,12 @@ class TurnSample:
     ttft: float
     """Seconds from sending the request to the first `text_delta`."""
     events: int
+    number: int = 0
+    """The turn's number in its session, from 0."""
 
 
-async def turn(pool: Pool, session_id: str, content: str, wait_s: float = 300) -> TurnSample:
+async def turn(pool: Pool, session_id: str, content: str, number: int = 0,
+               wait_s: float = 300) -> TurnSample:
     """One streamed turn; raises unless it ends with `done` ok."""
     loop = asyncio.get_running_loop()
     stream = _Stream(loop.create_future())
@@ -443,7 +446,7 @@ async def turn(pool: Pool, session_id: str, content: str, wait_s: float = 300) -
         raise RuntimeError(f"turn failed ({stream.status}): {body[-300:]!r}")
     if not first:
         raise RuntimeError("the turn had no text_delta")
-    return TurnSample(ttft=first[0] - sent, events=body.count(b"\nevent: "))
+    return TurnSample(ttft=first[0] - sent, events=body.count(b"\nevent: "), number=number)
 
 
 async def bounded(jobs: Sequence[Callable[[], Awaitable[Any]]], limit: int,
@@ -495,6 +498,8 @@ class StepResult:
     ttft_ms: Summary | None = None
     overhead_ms: Summary | None = None
     ttft_samples_ms: list[float] = field(default_factory=list)
+    turn_numbers: list[int] = field(default_factory=list)
+    """Each TTFT sample's turn number in its session (0: the sandbox's first turn)."""
     events: int = 0
     stream_seconds: float = 0.0
     cpu: CpuSnapshot | None = None
@@ -524,6 +529,7 @@ def aggregate_streaming(step: StepResult, samples: Sequence[TurnSample], delay_m
     step.ttft_ms = summarize(ttft)
     step.overhead_ms = summarize(t - delay_ms for t in ttft)
     step.ttft_samples_ms = [round(t, 3) for t in ttft]
+    step.turn_numbers = [s.number for s in samples]
     step.events = sum(s.events for s in samples)
     step.stream_seconds = seconds
     step.cpu = cpu
@@ -628,7 +634,7 @@ async def stream_turns(pool: Pool, target: Target, ids: Sequence[str], settings:
 
     async def session_turns(session_id: str) -> None:
         for number in range(settings.turns):
-            samples.append(await turn(pool, session_id, f"load turn {number}"))
+            samples.append(await turn(pool, session_id, f"load turn {number}", number))
             if len(samples) % max(1, total // 50) == 0:
                 progress(f"{step.config} N={len(ids)}: turns {len(samples)}/{total}")
 

@@ -163,6 +163,10 @@ def hypercorn_config(config: GatewayConfig, sock: socket.socket) -> HypercornCon
     hc.errorlog = "-"
     hc.loglevel = config.log_level.upper()
     hc.keep_alive_timeout = 75
+    # hypercorn ends a connection after 1,000 requests by default, and its HTTP/2 GOAWAY
+    # cuts the streams still open on it: a client multiplexing many sessions' SSE streams
+    # over one connection would lose them mid-turn.
+    hc.keep_alive_max_requests = sys.maxsize
     hc.graceful_timeout = 5
     if config.certfile and config.keyfile:
         hc.certfile = config.certfile
