@@ -207,6 +207,8 @@ class CpuSnapshot:
     runner: float | None
     sandboxes: float
     client: float
+    host_busy: float = 0.0
+    """Busy CPU seconds of the whole host, every core (/proc/stat)."""
 
     def minus(self, earlier: CpuSnapshot) -> CpuSnapshot:
         return CpuSnapshot(
@@ -214,7 +216,21 @@ class CpuSnapshot:
             runner=None if self.runner is None or earlier.runner is None
             else self.runner - earlier.runner,
             sandboxes=self.sandboxes - earlier.sandboxes,
-            client=self.client - earlier.client)
+            client=self.client - earlier.client,
+            host_busy=self.host_busy - earlier.host_busy)
+
+    @property
+    def others(self) -> float:
+        """CPU seconds the host spent on processes outside this bench (other users' load)."""
+        ours = self.gateway + (self.runner or 0.0) + self.sandboxes + self.client
+        return max(0.0, self.host_busy - ours)
+
+
+def host_busy_seconds(text: str) -> float:
+    """Busy CPU seconds since boot, all cores, from /proc/stat's `cpu` line."""
+    fields = [int(v) for v in text.split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 def client_cpu_seconds() -> float:
@@ -229,6 +245,15 @@ class Target:
     deployment: Deployment
     gateway_pid: int
     runner_pid: int | None
+    log_dir: Path
+
+    def log_tails(self, lines: int = 12) -> dict[str, list[str]]:
+        """The last lines of the gateway's and runner's logs, for a failed rung's report."""
+        tails = {}
+        for log in sorted(self.log_dir.glob("*.log")):
+            with contextlib.suppress(OSError):
+                tails[log.stem] = log.read_text(errors="replace").splitlines()[-lines:]
+        return tails
 
     @property
     def owner_pid(self) -> int:
@@ -245,7 +270,8 @@ class Target:
             gateway=table[self.gateway_pid].cpu_seconds,
             runner=runner.cpu_seconds if runner is not None else None,
             sandboxes=sum(s.cpu_seconds for s in descendants(table, self.owner_pid)),
-            client=client_cpu_seconds())
+            client=client_cpu_seconds(),
+            host_busy=host_busy_seconds(Path("/proc/stat").read_text()))
 
     def sandbox_processes(self) -> list[ProcStat]:
         return descendants(process_table(), self.owner_pid)
@@ -278,6 +304,11 @@ class H2Connection(asyncio.Protocol):
         self.slots = asyncio.Semaphore(max_streams)
         self._wanted = max_streams
         self.lost: BaseException | None = None
+        self.going_away = False
+
+    @property
+    def usable(self) -> bool:
+        return self.lost is None and not self.going_away
 
     @classmethod
     async def open(cls, url: str, max_streams: int) -> H2Connection:
@@ -328,6 +359,9 @@ class H2Connection(asyncio.Protocol):
     def _apply(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RemoteSettingsChanged) and not self.settled.done():
             self.settled.set_result(self.conn.remote_settings.max_concurrent_streams)
+            return
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self.going_away = True  # streams already open may finish; no new ones
             return
         stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
         if stream is None:
@@ -390,12 +424,16 @@ class Pool:
     async def grow(self, streams: int) -> None:
         """Enough connections that `streams` concurrent streams need not wait."""
         wanted = max(1, math.ceil(streams / self.per_connection))
-        while len(self.connections) < wanted:
+        self.connections = [c for c in self.connections if c.usable or c.streams]
+        while sum(c.usable for c in self.connections) < wanted:
             self.connections.append(await H2Connection.open(self.url, self.per_connection))
 
     def pick(self) -> H2Connection:
-        self._next = (self._next + 1) % len(self.connections)
-        return self.connections[self._next]
+        for _ in range(len(self.connections)):
+            self._next = (self._next + 1) % len(self.connections)
+            if self.connections[self._next].usable:
+                return self.connections[self._next]
+        raise ConnectionError("no usable connection to the gateway")
 
     async def call(self, method: str, path: str, payload: object = None,
                    wait_s: float = 120) -> tuple[int, Any]:
@@ -505,9 +543,13 @@ class StepResult:
     cpu: CpuSnapshot | None = None
     per_1000_events: dict[str, float] = field(default_factory=dict)
     client_core_share: float = 0.0
+    other_cores: float = 0.0
+    """Cores busy with processes outside this bench while the turns streamed."""
     peak_rss_kib: dict[str, int] = field(default_factory=dict)
     gateway_fds: int = 0
     end_seconds: float = 0.0
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    """The deployment's log tails, when the rung failed."""
 
     @property
     def sessions_per_second(self) -> float:
@@ -539,6 +581,7 @@ def aggregate_streaming(step: StepResult, samples: Sequence[TurnSample], delay_m
     step.per_1000_events = {name: per_thousand(value, step.events)
                             for name, value in figures.items()}
     step.client_core_share = cpu.client / seconds if seconds > 0 else 0.0
+    step.other_cores = cpu.others / seconds if seconds > 0 else 0.0
 
 
 @dataclass
@@ -700,6 +743,8 @@ async def run_step(pool: Pool, target: Target, n: int, settings: Settings,
                 step.error = (step.error + "; " if step.error else "") + f"cleanup: {exc}"
         elif step.error is None:
             step.error, step.failed_phase = "the deployment exited", "stream"
+        if step.error:
+            step.logs = target.log_tails()
     return step
 
 
@@ -797,7 +842,8 @@ async def open_target(config: str, root: Path, agent_dir: Path, max_sandboxes: i
         start, config, root, turn_rpc,
         runner_args=["--max-sandboxes", str(max_sandboxes)])
     processes = deployment.processes
-    target = Target(deployment, processes[0].pid, processes[1].pid if turn_rpc else None)
+    target = Target(deployment, processes[0].pid, processes[1].pid if turn_rpc else None,
+                    root / config)
     pool = Pool(deployment.url, settings.streams_per_connection)
     try:
         await pool.grow(1)
@@ -904,6 +950,7 @@ def ladder_tables(steps: Sequence[StepResult]) -> str:
                       for k in ("gateway", "runner", "sandboxes", "client")),
                     f"{s.client_core_share:.0%}" + (" (client-bound?)" if s.client_bound else "")
                     if s.cpu else "—",
+                    f"{s.other_cores:.2f}" if s.cpu else "—",
                     *(f"{s.peak_rss_kib[k] / 1024:.0f}" if k in s.peak_rss_kib else "—"
                       for k in ("gateway", "runner")),
                     s.gateway_fds or "—"))
@@ -924,7 +971,8 @@ def ladder_tables(steps: Sequence[StepResult]) -> str:
                         "end all, s"), speed),
         "\n## CPU seconds per 1,000 events; peak RSS (VmHWM, MiB)\n",
         markdown_table(("config", "N", "gateway", "runner", "sandboxes", "client",
-                        "client core use", "gateway peak", "runner peak", "gateway fds"), cpu),
+                        "client core use", "others, cores", "gateway peak", "runner peak",
+                        "gateway fds"), cpu),
         "\n## Memory per sandbox (MiB)\n",
         markdown_table(("config", "sandboxes", "processes", "RSS", "PSS", "cgroup",
                         "host used", "host used total, GiB"), memory) if memory

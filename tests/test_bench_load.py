@@ -18,6 +18,7 @@ from bench.load import (
     TurnSample,
     aggregate_streaming,
     descendants,
+    host_busy_seconds,
     ladder_tables,
     meminfo_used_kib,
     parse_ladder,
@@ -52,6 +53,17 @@ def test_status_figures_are_read_in_kib() -> None:
 def test_host_memory_used_is_total_minus_available() -> None:
     meminfo = "MemTotal:       24683520 kB\nMemFree:  100 kB\nMemAvailable:   24253440 kB\n"
     assert meminfo_used_kib(meminfo) == 24683520 - 24253440
+
+
+def test_host_busy_cpu_leaves_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 50 1000 40 3 2 1 0 0\ncpu0 50 2 25 500 20 1 1 0 0 0\n"
+    assert host_busy_seconds(stat) == pytest.approx((100 + 5 + 50 + 3 + 2 + 1) / CLK_TCK)
+
+
+def test_cpu_of_other_users_is_the_host_busy_time_not_ours() -> None:
+    cpu = CpuSnapshot(gateway=1.0, runner=0.5, sandboxes=1.0, client=0.5, host_busy=5.0)
+    assert cpu.others == pytest.approx(2.0)
+    assert CpuSnapshot(1.0, None, 1.0, 1.0, host_busy=2.0).others == 0.0
 
 
 def test_descendants_walk_the_whole_tree_below_the_owner() -> None:
