@@ -532,6 +532,8 @@ class StepResult:
     created: int = 0
     create_seconds: float = 0.0
     create_ms: Summary | None = None
+    create_cpu: CpuSnapshot | None = None
+    """CPU seconds spent while the sessions were created (sandboxes: those that live)."""
     memory: SandboxMemory | None = None
     ttft_ms: Summary | None = None
     overhead_ms: Summary | None = None
@@ -633,8 +635,8 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-async def create_sessions(pool: Pool, n: int, settings: Settings, step: StepResult,
-                          ids: list[str]) -> None:
+async def create_sessions(pool: Pool, target: Target, n: int, settings: Settings,
+                          step: StepResult, ids: list[str]) -> None:
     await pool.grow(settings.create_concurrency)
     durations: list[float] = []
 
@@ -646,10 +648,12 @@ async def create_sessions(pool: Pool, n: int, settings: Settings, step: StepResu
         durations.append(time.perf_counter() - started)
         ids.append(answer["session"]["id"])
 
+    before = target.cpu()
     started = time.perf_counter()
     results = await bounded([create] * n, settings.create_concurrency,
                             lambda k: progress(f"{step.config} N={n}: created {k}/{n}"))
     step.create_seconds = time.perf_counter() - started
+    step.create_cpu = target.cpu().minus(before)
     step.created = len(ids)
     if durations:
         step.create_ms = summarize(durations, scale=1000)
@@ -723,7 +727,7 @@ async def run_step(pool: Pool, target: Target, n: int, settings: Settings,
     ids: list[str] = []
     try:
         host_before = host_used_kib()
-        await create_sessions(pool, n, settings, step, ids)
+        await create_sessions(pool, target, n, settings, step, ids)
         step.memory = measure_memory(target, host_before)
         await stream_turns(pool, target, ids, settings, step)
         step.gateway_fds = open_fds(target.gateway_pid)
@@ -765,7 +769,7 @@ async def measure_idle(url: str, target: Target, streams: int, sessions: int,
     opened: list[tuple[H2Connection, int]] = []
     step = StepResult(config=result.config, sessions=sessions)
     try:
-        await create_sessions(control, sessions + 1, settings, step, ids)
+        await create_sessions(control, target, sessions + 1, settings, step, ids)
         probe, *readers = ids
         result.sessions = len(readers)
         await turn(control, probe, "warm-up")
@@ -959,7 +963,11 @@ def ladder_tables(steps: Sequence[StepResult]) -> str:
         if s.memory is None or not s.created:
             continue
         per = s.memory.per_sandbox_mib(s.created)
+        made = s.create_cpu
         memory.append((s.config, s.created, s.memory.processes,
+                       *((f"{(made.gateway + (made.runner or 0.0)) / s.created:.3f}",
+                          f"{made.sandboxes / s.created:.3f}",
+                          f"{made.host_busy / s.created:.3f}") if made else ("—",) * 3),
                        f"{per['rss']:.1f}", f"{per['pss']:.1f}", f"{per['cgroup']:.1f}",
                        f"{per['host']:.1f}", f"{s.memory.host_used_delta_kib / 2**20:.2f}"))
     failures = [(s.config, s.sessions, s.failed_phase or "cleanup", s.error or "")
@@ -973,8 +981,9 @@ def ladder_tables(steps: Sequence[StepResult]) -> str:
         markdown_table(("config", "N", "gateway", "runner", "sandboxes", "client",
                         "client core use", "others, cores", "gateway peak", "runner peak",
                         "gateway fds"), cpu),
-        "\n## Memory per sandbox (MiB)\n",
-        markdown_table(("config", "sandboxes", "processes", "RSS", "PSS", "cgroup",
+        "\n## Per sandbox: CPU seconds to create it, memory (MiB)\n",
+        markdown_table(("config", "sandboxes", "processes", "create CPU s: gateway+runner",
+                        "sandbox", "host", "RSS", "PSS", "cgroup",
                         "host used", "host used total, GiB"), memory) if memory
         else "(no rung created a sandbox)",
     ]
