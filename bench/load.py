@@ -619,6 +619,8 @@ class Settings:
     tokens: int
     create_concurrency: int
     streams_per_connection: int
+    heartbeat_interval: float = 10.0
+    """The runner's; bench.hop's 1 s makes a runner starved for 3 s count as lost."""
 
 
 class StepFailed(Exception):
@@ -844,7 +846,8 @@ async def open_target(config: str, root: Path, agent_dir: Path, max_sandboxes: i
     turn_rpc = CONFIGS[config]
     deployment = await asyncio.to_thread(
         start, config, root, turn_rpc,
-        runner_args=["--max-sandboxes", str(max_sandboxes)])
+        runner_args=["--max-sandboxes", str(max_sandboxes),
+                     "--heartbeat-interval", f"{settings.heartbeat_interval:g}"])
     processes = deployment.processes
     target = Target(deployment, processes[0].pid, processes[1].pid if turn_rpc else None,
                     root / config)
@@ -1062,6 +1065,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--create-concurrency", type=int, default=16)
     parser.add_argument("--streams-per-connection", type=int, default=100,
                         help="capped by the gateway's SETTINGS_MAX_CONCURRENT_STREAMS")
+    parser.add_argument("--heartbeat-interval", type=float, default=10.0,
+                        help="the runner's heartbeat interval, s (its default: 10; the "
+                        "gateway counts it lost after three missed)")
     parser.add_argument("--json-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.turns < 1 or args.idle < 0 or args.idle_sessions < 1:
@@ -1069,7 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(turns=args.turns, first_token_ms=args.first_token_ms,
                         token_interval_ms=args.token_interval_ms, tokens=args.tokens,
                         create_concurrency=args.create_concurrency,
-                        streams_per_connection=args.streams_per_connection)
+                        streams_per_connection=args.streams_per_connection,
+                        heartbeat_interval=args.heartbeat_interval)
     fd_limit = raise_fd_limit()
     header = machine_header()
     root = Path(tempfile.mkdtemp(prefix="ash-load-"))
