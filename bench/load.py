@@ -620,6 +620,8 @@ class Settings:
     create_concurrency: int
     streams_per_connection: int
     heartbeat_interval: float = 10.0
+    stagger_ms: float = 0.0
+    """First turns are spread over this long; 0 sends them all at once (a burst)."""
     """The runner's; bench.hop's 1 s makes a runner starved for 3 s count as lost."""
 
 
@@ -675,13 +677,20 @@ def measure_memory(target: Target, host_before_kib: int) -> SandboxMemory:
         host_used_delta_kib=host_used_kib() - host_before_kib)
 
 
+def start_offsets(sessions: int, spread: float) -> list[float]:
+    """When each session sends its first turn: evenly over `spread` seconds (0: all at once),
+    so that with a spread of one turn's length the turns run out of phase."""
+    return [spread * k / sessions for k in range(sessions)]
+
+
 async def stream_turns(pool: Pool, target: Target, ids: Sequence[str], settings: Settings,
                        step: StepResult) -> None:
     await pool.grow(len(ids))
     samples: list[TurnSample] = []
     total = len(ids) * settings.turns
 
-    async def session_turns(session_id: str) -> None:
+    async def session_turns(session_id: str, offset: float) -> None:
+        await asyncio.sleep(offset)
         for number in range(settings.turns):
             samples.append(await turn(pool, session_id, f"load turn {number}", number))
             if len(samples) % max(1, total // 50) == 0:
@@ -689,7 +698,10 @@ async def stream_turns(pool: Pool, target: Target, ids: Sequence[str], settings:
 
     before = target.cpu()
     started = time.perf_counter()
-    results = await asyncio.gather(*(session_turns(s) for s in ids), return_exceptions=True)
+    offsets = start_offsets(len(ids), settings.stagger_ms / 1000)
+    results = await asyncio.gather(*(session_turns(s, o)
+                                     for s, o in zip(ids, offsets, strict=True)),
+                                   return_exceptions=True)
     seconds = time.perf_counter() - started
     cpu = target.cpu().minus(before)
     if (error := _first_error(results)) is not None:
@@ -1065,6 +1077,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--create-concurrency", type=int, default=16)
     parser.add_argument("--streams-per-connection", type=int, default=100,
                         help="capped by the gateway's SETTINGS_MAX_CONCURRENT_STREAMS")
+    parser.add_argument("--stagger-ms", type=float, default=None,
+                        help="spread the sessions' first turns over this long so turns run "
+                        "out of phase (default: one turn's nominal length; 0: all at once)")
     parser.add_argument("--heartbeat-interval", type=float, default=10.0,
                         help="the runner's heartbeat interval, s (its default: 10; the "
                         "gateway counts it lost after three missed)")
@@ -1076,7 +1091,9 @@ def main(argv: list[str] | None = None) -> int:
                         token_interval_ms=args.token_interval_ms, tokens=args.tokens,
                         create_concurrency=args.create_concurrency,
                         streams_per_connection=args.streams_per_connection,
-                        heartbeat_interval=args.heartbeat_interval)
+                        heartbeat_interval=args.heartbeat_interval,
+                        stagger_ms=args.first_token_ms + args.tokens * args.token_interval_ms
+                        if args.stagger_ms is None else args.stagger_ms)
     fd_limit = raise_fd_limit()
     header = machine_header()
     root = Path(tempfile.mkdtemp(prefix="ash-load-"))
@@ -1097,7 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- Python {header['python']}, {header['versions']}, commit {header['commit']}, "
           f"{header['date']}")
     print(f"- mock agent: first token {settings.first_token_ms:g} ms, {settings.tokens} tokens "
-          f"{settings.token_interval_ms:g} ms apart; {settings.turns} turns per session; "
+          f"{settings.token_interval_ms:g} ms apart; {settings.turns} turns per session, "
+          f"first turns spread over {settings.stagger_ms:g} ms; "
           f"creates {settings.create_concurrency} at a time; ≤{settings.streams_per_connection} "
           f"streams per HTTP/2 connection; RLIMIT_NOFILE {fd_limit['soft']}")
     print("- TTFT = request sent → first text_delta; overhead = TTFT - first-token delay\n")

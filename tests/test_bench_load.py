@@ -24,6 +24,7 @@ from bench.load import (
     parse_ladder,
     parse_stat,
     per_thousand,
+    start_offsets,
     status_kib,
 )
 from bench.stats import NoSamples
@@ -92,6 +93,11 @@ def test_ladder_flag_keeps_the_given_rungs() -> None:
 def test_ladder_flag_rejects_what_is_not_positive_integers(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_ladder(text)
+
+
+def test_first_turns_are_spread_evenly_or_sent_at_once() -> None:
+    assert start_offsets(4, 1.0) == [0.0, 0.25, 0.5, 0.75]
+    assert start_offsets(3, 0.0) == [0.0, 0.0, 0.0]
 
 
 def test_streaming_figures_subtract_the_configured_first_token_delay() -> None:
