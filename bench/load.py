@@ -2,7 +2,7 @@
 
     python -m bench.load [--config standalone|runner|both] [--ladder 1,10,50,100,200,1000]
                          [--turns 5] [--idle 10000] [--first-token-ms 100]
-                         [--token-interval-ms 20] [--tokens 20]
+                         [--token-interval-ms 20] [--tokens 20] [--stagger-ms N]
 
 Starts the deployments itself on loopback (`bench.hop.start`): `standalone` (one gateway
 process running the sandboxes) and `runner` (a coordinator gateway plus one runner).
@@ -12,11 +12,14 @@ For each rung N of the ladder:
    sandboxes cost in memory — RSS and PSS summed over the sandbox processes (every
    descendant of the process that owns them), their cgroups' memory usage, and the
    host's used memory (MemTotal - MemAvailable) before and after;
-2. every session streams `--turns` turns at once (the mock agent's first token comes
-   after `--first-token-ms`, then `--tokens` deltas `--token-interval-ms` apart): TTFT
+2. every session streams `--turns` turns back to back, all sessions concurrently (the
+   mock agent's first token comes after `--first-token-ms`, then `--tokens` deltas
+   `--token-interval-ms` apart; first turns are spread over `--stagger-ms`, by default
+   one turn's length, so turns run out of phase — 0 sends them all at once): TTFT
    (request sent → first `text_delta`) and its overhead over the configured delay,
-   events/s, CPU seconds per 1,000 events of the gateway, the runner, the sandboxes
-   and this client, and the gateway's and runner's peak RSS (VmHWM);
+   events/s, CPU seconds per 1,000 events of the gateway, the runner, the sandboxes,
+   this client and (as "others") every other process on the host, and the gateway's
+   and runner's peak RSS (VmHWM);
 3. end every session and wait for its sandbox processes to be gone.
 
 A rung that fails (out of memory, pids, fds, loop devices…) is reported with the error
