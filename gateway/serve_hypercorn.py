@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 import hypercorn.asyncio
 from hypercorn.config import Config as HypercornConfig
@@ -19,6 +20,10 @@ def hypercorn_config(options: ServeOptions, sock: socket.socket) -> HypercornCon
     hc.errorlog = "-"
     hc.loglevel = options.log_level.upper()
     hc.keep_alive_timeout = 75
+    # hypercorn ends a connection after 1,000 requests by default, and its HTTP/2 GOAWAY
+    # cuts the streams still open on it: a client multiplexing many sessions' SSE streams
+    # over one connection would lose them mid-turn.
+    hc.keep_alive_max_requests = sys.maxsize
     hc.graceful_timeout = GRACEFUL_TIMEOUT
     if options.certfile and options.keyfile:
         hc.certfile = options.certfile

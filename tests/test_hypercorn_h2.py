@@ -50,3 +50,13 @@ def test_unread_body_of_a_401_does_not_kill_other_streams(gateway: GatewayProces
         assert not client.terminated
     finally:
         client.close()
+
+
+def test_a_connection_outlives_a_thousand_requests(gateway: GatewayProcess) -> None:
+    client = RawH2Client(gateway.url)
+    try:
+        for _ in range(1010):
+            assert client.wait_response(client.request("GET", "/health")).status == 200
+        assert not client.terminated
+    finally:
+        client.close()
