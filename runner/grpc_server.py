@@ -77,13 +77,17 @@ def error_message(message: str, code: str) -> pb.SessionEvent:
 
 @dataclass(frozen=True, slots=True)
 class _End:
-    """Tells a Session stream to finish (after its running turn) with this status."""
+    """Tells a Session stream to finish with this status."""
 
     code: grpc.StatusCode
     details: str = ""
+    after_turn: bool = True
+    """Let the running turn finish on the stream first. Not when the stream broke or a
+    newer one took over: the turn then goes on in its relay without this stream."""
 
 
-_Inbox = asyncio.Queue["pb.SessionCommand.Query | _End"]
+_Inbox = asyncio.Queue[_End]
+
 
 
 class RunnerService(pb_grpc.RunnerServicer):
@@ -258,36 +262,30 @@ class RunnerService(pb_grpc.RunnerServicer):
         inbox: _Inbox = asyncio.Queue()
         superseded = self._inboxes.get(session_id)
         if superseded is not None:
-            superseded.put_nowait(_End(grpc.StatusCode.ABORTED, "a newer stream took over"))
+            superseded.put_nowait(_End(grpc.StatusCode.ABORTED, "a newer stream took over",
+                                       after_turn=False))
         self._inboxes[session_id] = inbox
         self._no_streams.clear()
         if self.leaving:
             inbox.put_nowait(_End(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN))
         loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read_commands(context, session_id, inbox))
-        watcher = loop.create_task(self._watch_exit(session_id, inbox))
         relay = self._relay(session_id)
         timed = _TimedWrite(context.write, session_id) if TIMING else None
         write: Write = context.write if timed is None else timed
+        reader = loop.create_task(self._read_commands(
+            context, session_id, inbox, relay, state_max, timed))
+        watcher = loop.create_task(self._watch_exit(session_id, inbox))
         try:
             after = first.open.resume_after
             pending = relay.pending_turns(after)
             await write(_ready(pending))
             await relay.attach(write, after)
-            while True:
-                if relay.turn is not None:
-                    await asyncio.shield(relay.turn)
-                item = await inbox.get()
-                if isinstance(item, _End):
-                    if item.code is not grpc.StatusCode.OK:
-                        context.set_code(item.code)
-                        context.set_details(item.details)
-                    return
-                turn_id = item.turn_id if TIMING else ""
-                relay.start(self._turn(session_id, item.prompt, item.options_json, state_max,
-                                       turn_id))
-                if timed is not None:
-                    timed.turn_id = turn_id
+            end = await inbox.get()
+            if end.after_turn and relay.turn is not None:
+                await asyncio.shield(relay.turn)  # the stream ends after its running turn
+            if end.code is not grpc.StatusCode.OK:
+                context.set_code(end.code)
+                context.set_details(end.details)
         finally:
             relay.detach(write)
             reader.cancel()
@@ -298,28 +296,32 @@ class RunnerService(pb_grpc.RunnerServicer):
                     self._no_streams.set()
 
     async def _read_commands(
-        self, context: grpc.aio.ServicerContext, session_id: str, inbox: _Inbox
+        self, context: grpc.aio.ServicerContext, session_id: str, inbox: _Inbox,
+        relay: TurnRelay, state_max: int, timed: _TimedWrite | None,
     ) -> None:
-        """Queries queue up for the stream's turn loop; an interrupt acts at once."""
+        """A query starts its turn right here (no hop through another task); an
+        interrupt acts at once; the end of the stream goes to the stream's handler."""
         try:
             while (command := await context.read()) is not grpc.aio.EOF:
                 kind = command.WhichOneof("command")
                 if kind == "query":
+                    query = command.query
+                    turn_id = query.turn_id if TIMING else ""
                     if TIMING:
-                        timing.point(wt.RUNNER_RECEIVED, command.query.turn_id, session_id)
-                    relay = self._relays.get(session_id)
-                    if relay is not None:
-                        relay.ack(relay.last_hint)  # the gateway logged every earlier event
-                    inbox.put_nowait(command.query)
+                        timing.point(wt.RUNNER_RECEIVED, turn_id, session_id)
+                    relay.ack(relay.last_hint)  # the gateway logged every earlier event
+                    relay.start(self._turn(session_id, query.prompt, query.options_json,
+                                           state_max, turn_id))
+                    if timed is not None:
+                        timed.turn_id = turn_id
                 elif kind == "interrupt":
                     await self.backend.interrupt(session_id)
                 elif kind == "ack":
-                    relay = self._relays.get(session_id)
-                    if relay is not None:
-                        relay.ack(command.ack.seq_hint)
+                    relay.ack(command.ack.seq_hint)
             inbox.put_nowait(_End(grpc.StatusCode.OK))
         except (grpc.RpcError, ConnectionError) as exc:
-            inbox.put_nowait(_End(grpc.StatusCode.CANCELLED, f"stream broke: {exc}"))
+            inbox.put_nowait(_End(grpc.StatusCode.CANCELLED, f"stream broke: {exc}",
+                                 after_turn=False))
 
     async def _watch_exit(self, session_id: str, inbox: _Inbox) -> None:
         await self.backend.wait_exit(session_id)

@@ -201,13 +201,18 @@ class TurnRelay:
         return self._pump if self.running else None
 
     def start(self, messages: AsyncIterator[pb.SessionEvent]) -> asyncio.Task[None]:
-        if self._sink is not None:
-            self._sink.first = True  # a turn's first event is written directly, every turn
-        self._pump = asyncio.get_running_loop().create_task(self._run(messages))
+        """Run a turn; one that arrives while another runs starts after it."""
+        previous = self.turn
+        self._pump = asyncio.get_running_loop().create_task(self._run(messages, previous))
         return self._pump
 
-    async def _run(self, messages: AsyncIterator[pb.SessionEvent]) -> None:
+    async def _run(self, messages: AsyncIterator[pb.SessionEvent],
+                   previous: asyncio.Task[None] | None = None) -> None:
         try:
+            if previous is not None:
+                await asyncio.wait({previous})
+            if self._sink is not None:
+                self._sink.first = True  # a turn's first event is written directly, every turn
             async for message in messages:
                 await self._deliver(message)
                 if self._sink is None and len(self._tail) >= DETACHED_MAX_EVENTS:
