@@ -48,6 +48,19 @@ def assert_read_exactly_once(union: list[SseEvent], logged: list[dict]) -> None:
     assert union[-1].event == "done"
 
 
+def one_session(cluster: Cluster, root: Path) -> str:
+    """Runner r1, the echo agent and a session on it; the session's id."""
+    cluster.add_runners("r1")
+    with cluster.client() as client:
+        deploy(client, "echo", make_agent_folder(root))
+        return create_session(client, "echo")["id"]
+
+
+def restart(cluster: Cluster, sig: int) -> None:
+    cluster.restart_gateway(sig)
+    cluster.wait_for_runners("r1")
+
+
 def rejoin(client: httpx.Client, sid: str, after: int) -> list[SseEvent]:
     return read_stream_until(client, sid, {"last-event-id": str(after)}, done_count=1)
 
@@ -56,15 +69,12 @@ def test_a_turn_running_on_its_runner_survives_a_gateway_crash_and_rejoin_reads_
     tmp_path: Path,
 ) -> None:
     with Cluster(tmp_path).start() as cluster:
-        runner, = cluster.add_runners("r1")
+        sid = one_session(cluster, tmp_path)
         with cluster.client() as client:
-            deploy(client, "echo", make_agent_folder(tmp_path))
-            sid = create_session(client, "echo")["id"]
             send_message(client, sid, "a first, short turn")
         seen = start_long_turn(cluster, sid, seen_before_crash=30)
 
-        cluster.restart_gateway(signal.SIGKILL)
-        cluster.wait_for_runners("r1")
+        restart(cluster, signal.SIGKILL)
         with cluster.client() as client:
             rest = rejoin(client, sid, seen[-1].id)
             union = seen + rest
@@ -73,19 +83,16 @@ def test_a_turn_running_on_its_runner_survives_a_gateway_crash_and_rejoin_reads_
             after = send_message(client, sid, "and after it")
             assert after[0].id == union[-1].id + 1
             assert "outlive the gateway" in reply_text(after)
+        runner = cluster.runners["r1"]
         assert runner.process is not None and runner.process.poll() is None
 
 
 def test_a_turn_survives_a_clean_gateway_restart_too(tmp_path: Path) -> None:
     with Cluster(tmp_path).start() as cluster:
-        cluster.add_runners("r1")
-        with cluster.client() as client:
-            deploy(client, "echo", make_agent_folder(tmp_path))
-            sid = create_session(client, "echo")["id"]
+        sid = one_session(cluster, tmp_path)
         seen = start_long_turn(cluster, sid, seen_before_crash=10)
 
-        cluster.restart_gateway(signal.SIGTERM)
-        cluster.wait_for_runners("r1")
+        restart(cluster, signal.SIGTERM)
         with cluster.client() as client:
             union = seen + rejoin(client, sid, seen[-1].id)
             assert_read_exactly_once(union, history(client, sid))
@@ -93,14 +100,10 @@ def test_a_turn_survives_a_clean_gateway_restart_too(tmp_path: Path) -> None:
 
 def test_a_message_sent_while_the_taken_over_turn_runs_is_409(tmp_path: Path) -> None:
     with Cluster(tmp_path).start() as cluster:
-        cluster.add_runners("r1")
-        with cluster.client() as client:
-            deploy(client, "echo", make_agent_folder(tmp_path))
-            sid = create_session(client, "echo")["id"]
+        sid = one_session(cluster, tmp_path)
         start_long_turn(cluster, sid, seen_before_crash=5)
 
-        cluster.restart_gateway(signal.SIGKILL)
-        cluster.wait_for_runners("r1")
+        restart(cluster, signal.SIGKILL)
         with cluster.client() as client:
             response = client.post(f"/api/sessions/{sid}/messages",
                                    json={"content": "too early"})
