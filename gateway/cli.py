@@ -34,6 +34,7 @@ from runner.isolation import (
     create_isolation,
 )
 from runner.local import LocalBackend
+from runner.warm_pool import add_warm_pool_argument
 
 log = logging.getLogger("ash.gateway")
 
@@ -58,6 +59,8 @@ class GatewayConfig:
     """Set in coordinator mode."""
     sandbox: str = DEFAULT_MODE
     """How standalone mode isolates sandboxes: bwrap, or none (development only)."""
+    warm_pool: int = 0
+    """Standalone mode: sandboxes kept started ahead of their sessions."""
 
 
 def _env_flag(name: str) -> bool:
@@ -100,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     add_sandbox_argument(parser)
+    add_warm_pool_argument(parser)
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
@@ -114,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         coordinator=coordinator_cli.settings_from_args(args, parser)
         if args.mode == "coordinator" else None,
         sandbox=args.sandbox,
+        warm_pool=args.warm_pool,
     )
 
 
@@ -127,7 +132,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
     backend: Backend = (
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,
-                          isolation=create_isolation(config.sandbox, config.data_dir)))
+                          isolation=create_isolation(config.sandbox, config.data_dir),
+                          warm_pool=config.warm_pool))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
     recovered = sessions.recover_after_restart()
@@ -207,6 +213,8 @@ async def serve(config: GatewayConfig) -> None:
     registry_address = None
     if isinstance(gateway.backend, Coordinator):
         registry_address = await gateway.backend.start()
+    elif isinstance(gateway.backend, LocalBackend):
+        gateway.backend.start_warm_pool()
     print(banner(config, sock, new_key, registry_address), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
