@@ -49,10 +49,6 @@ class PoolStats:
     served: int
     """Creates it has served since the backend started."""
 
-    @property
-    def warming(self) -> int:
-        return self.ready + self.starting
-
 
 @dataclass(frozen=True, slots=True)
 class BackendStats:

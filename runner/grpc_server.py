@@ -143,9 +143,10 @@ class RunnerService(pb_grpc.RunnerServicer):
                 log.warning("could not release session %s: %s", session_id, exc)
 
     def capacity(self) -> pb.Capacity:
+        """`warming`: the warm pool's sandboxes ready for a session (not those starting)."""
         stats = self.backend.stats()
         return pb.Capacity(active=stats.sandboxes,
-                           warming=stats.pool.warming if stats.pool is not None else 0,
+                           warming=stats.pool.ready if stats.pool is not None else 0,
                            max=self.max_sandboxes)
 
     # sandboxes

@@ -220,30 +220,26 @@ class LocalBackend:
         if pool is None or not pool.fits(spec):
             return None
         while (warm := pool.take()) is not None:
+            slot = warm.spec.session_id
             try:
                 return await self._bind(pool, warm, spec)
             except SandboxStartError as exc:
                 log.warning("warm sandbox %s could not serve session %s: %s",
-                            warm.spec.session_id, spec.session_id, exc)
+                            slot, spec.session_id, exc)
         return None
 
     async def _bind(self, pool: WarmPool, warm: WarmSandbox, spec: SandboxSpec) -> _Sandbox:
-        """Bind `warm` to `spec`'s session and wait for its `ready`; on any failure the
-        sandbox and its directory are gone."""
+        """Bind `warm` to `spec`'s session; on any failure the sandbox is gone."""
         proxy = self._model_proxy(spec, warm.client.send)
+        warm.client.set_model_handler(proxy.on_frame if proxy is not None else None)
         try:
-            warm.client.set_model_handler(proxy.on_frame if proxy is not None else None)
-            await pool.bind(warm, spec)
-            ready = await first_event(warm.client, warm.bridge, self._isolation, events.READY,
-                                      self._ready_timeout)
+            ready = await pool.bind(warm, spec)
         except BaseException:
-            await discard_bridge(warm.bridge, warm.client, self._isolation)
-            await self._isolation.remove(warm.spec.sandbox_dir)
             if proxy is not None:
                 await proxy.close()
             raise
         return self._record(spec, warm.bridge, warm.client, proxy, ready, restored=False,
-                             warm=True)
+                            warm=True)
 
     def is_alive(self, session_id: str) -> bool:
         sandbox = self._sandboxes.get(session_id)

@@ -55,6 +55,7 @@ from runner.sandbox import (
     spawn_bridge,
 )
 from wire import events
+from wire.events import Event
 
 log = logging.getLogger("ash.runner")
 
@@ -138,19 +139,28 @@ class WarmPool:
             self._discard_later(warm)
         return None
 
-    async def bind(self, warm: WarmSandbox, spec: SandboxSpec) -> None:
+    async def bind(self, warm: WarmSandbox, spec: SandboxSpec) -> Event:
         """Make `warm` the sandbox of `spec`'s session: the agent's folder in its /agent,
-        its directory renamed to the session's, the session's variables sent in `bind`.
-        The caller then waits for `ready`; on any failure it discards the sandbox and
-        removes `spec.sandbox_dir`."""
+        its directory renamed to the session's, the session's variables sent in `bind`;
+        returns the bridge's `ready`. On any failure (SandboxStartError when the bridge
+        died) the sandbox is stopped and its directory, wherever it got to, removed."""
         try:
-            await asyncio.to_thread(copy_agent, Path(spec.agent.path), warm.agent_dir)
-        except OSError as exc:
-            raise SandboxStartError(f"cannot copy the agent folder: {exc}") from exc
-        await self._isolation.adopt(warm.bridge, warm.spec.sandbox_dir, spec.sandbox_dir)
-        warm.spec = spec
-        warm.client.send(events.BIND, orjson.dumps({"env": session_env(spec, sandboxed=True)}))
+            try:
+                await asyncio.to_thread(copy_agent, Path(spec.agent.path), warm.agent_dir)
+            except OSError as exc:
+                raise SandboxStartError(f"cannot copy the agent folder: {exc}") from exc
+            await self._isolation.adopt(warm.bridge, warm.spec.sandbox_dir, spec.sandbox_dir)
+            warm.spec = spec
+            warm.client.send(events.BIND,
+                             orjson.dumps({"env": session_env(spec, sandboxed=True)}))
+            ready = await first_event(warm.client, warm.bridge, self._isolation, events.READY,
+                                      self._ready_timeout)
+        except BaseException:
+            await discard_bridge(warm.bridge, warm.client, self._isolation)
+            await self._isolation.remove(warm.spec.sandbox_dir)
+            raise
         self._served += 1
+        return ready
 
     async def discard(self, warm: WarmSandbox) -> None:
         """Stop a warm sandbox that will serve nobody and delete its directory."""
