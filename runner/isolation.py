@@ -95,9 +95,9 @@ class Isolation(Protocol):
 
     async def release_workspace(self, spec: SandboxSpec) -> None: ...
 
-    async def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
         """Move a running warm sandbox's directory (workspace, log) to its session's
-        `to` (sandboxing isolations only)."""
+        `to` (sandboxing isolations only). Blocking, if briefly: run it in a thread."""
         ...
 
     async def remove(self, sandbox_dir: Path) -> None:
@@ -139,7 +139,7 @@ class NoIsolation:
     async def release_workspace(self, spec: SandboxSpec) -> None:
         return None
 
-    async def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
         raise NotImplementedError("NoIsolation has no warm sandboxes")
 
     async def remove(self, sandbox_dir: Path) -> None:
@@ -259,9 +259,9 @@ class BwrapIsolation:
     async def remove(self, sandbox_dir: Path) -> None:
         await asyncio.to_thread(self._disks.remove, sandbox_dir)
 
-    async def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
         try:
-            await asyncio.to_thread(self._disks.move, sandbox_dir, to)
+            self._disks.move(sandbox_dir, to)
         except OSError as exc:
             raise SandboxStartError(f"cannot move a warm sandbox to {to}: {exc}") from exc
         bridge.move_log(to / LOG_FILE)

@@ -50,6 +50,7 @@ from runner.sandbox import (
     discard_bridge,
     first_event,
     reap,
+    session_env,
     spawn_bridge,
 )
 from runner.warm_pool import AGENT_DIR, WarmPool, WarmSandbox
@@ -200,8 +201,8 @@ class LocalBackend:
 
     @staticmethod
     def _record(spec: SandboxSpec, bridge: BridgeProcess, client: BridgeClient,
-                 proxy: ModelProxy | None, ready: Event, *, restored: bool,
-                 warm: bool = False) -> _Sandbox:
+                proxy: ModelProxy | None, ready: Event, *, restored: bool,
+                warm: bool = False) -> _Sandbox:
         info = SandboxInfo(
             sandbox_id=f"sbx_{secrets.token_hex(8)}",
             session_id=spec.session_id,
@@ -219,21 +220,26 @@ class LocalBackend:
         pool = self._pool
         if pool is None or not pool.fits(spec):
             return None
+        try:
+            env = session_env(spec, sandboxed=True)
+        except SandboxStartError:
+            return None  # a bad agent `env`: the cold path says so
         while (warm := pool.take()) is not None:
             slot = warm.spec.session_id
             try:
-                return await self._bind(pool, warm, spec)
+                return await self._bind(pool, warm, spec, env)
             except SandboxStartError as exc:
                 log.warning("warm sandbox %s could not serve session %s: %s",
                             slot, spec.session_id, exc)
         return None
 
-    async def _bind(self, pool: WarmPool, warm: WarmSandbox, spec: SandboxSpec) -> _Sandbox:
+    async def _bind(self, pool: WarmPool, warm: WarmSandbox, spec: SandboxSpec,
+                    env: dict[str, str]) -> _Sandbox:
         """Bind `warm` to `spec`'s session; on any failure the sandbox is gone."""
         proxy = self._model_proxy(spec, warm.client.send)
         warm.client.set_model_handler(proxy.on_frame if proxy is not None else None)
         try:
-            ready = await pool.bind(warm, spec)
+            ready = await pool.bind(warm, spec, env)
         except BaseException:
             if proxy is not None:
                 await proxy.close()

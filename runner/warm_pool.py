@@ -51,7 +51,6 @@ from runner.sandbox import (
     discard_bridge,
     first_event,
     reap,
-    session_env,
     spawn_bridge,
 )
 from wire import events
@@ -131,36 +130,45 @@ class WarmPool:
         """A live warm sandbox, now the caller's (to `bind`, or `discard`), or None."""
         while self._ready:
             warm = self._ready.pop(0)
-            self._wanted.set()
             if warm.watcher is not None:
                 warm.watcher.cancel()
             if warm.alive:
-                return warm
+                return warm  # its replacement starts once it is bound: not beside the bind
             self._discard_later(warm)
+            self._wanted.set()
         return None
 
-    async def bind(self, warm: WarmSandbox, spec: SandboxSpec) -> Event:
+    async def bind(self, warm: WarmSandbox, spec: SandboxSpec, env: dict[str, str]) -> Event:
         """Make `warm` the sandbox of `spec`'s session: the agent's folder in its /agent,
-        its directory renamed to the session's, the session's variables sent in `bind`;
-        returns the bridge's `ready`. On any failure (SandboxStartError when the bridge
-        died) the sandbox is stopped and its directory, wherever it got to, removed."""
+        its directory renamed to the session's, the session's variables (`env`, from
+        `runner.sandbox.session_env`) sent in `bind`; returns the bridge's `ready`. On any
+        failure (SandboxStartError when the bridge died) the sandbox is stopped and its
+        directory, wherever it got to, removed."""
+        moving = asyncio.get_running_loop().run_in_executor(None, self._move_in, warm, spec)
         try:
-            try:
-                await asyncio.to_thread(copy_agent, Path(spec.agent.path), warm.agent_dir)
-            except OSError as exc:
-                raise SandboxStartError(f"cannot copy the agent folder: {exc}") from exc
-            await self._isolation.adopt(warm.bridge, warm.spec.sandbox_dir, spec.sandbox_dir)
-            warm.spec = spec
-            warm.client.send(events.BIND,
-                             orjson.dumps({"env": session_env(spec, sandboxed=True)}))
+            await asyncio.shield(moving)
+            warm.client.send(events.BIND, orjson.dumps({"env": env}))
             ready = await first_event(warm.client, warm.bridge, self._isolation, events.READY,
                                       self._ready_timeout)
         except BaseException:
+            await asyncio.wait({moving})  # cancelled: the move still runs; then clean up
             await discard_bridge(warm.bridge, warm.client, self._isolation)
             await self._isolation.remove(warm.spec.sandbox_dir)
             raise
+        finally:
+            self._wanted.set()
         self._served += 1
         return ready
+
+    def _move_in(self, warm: WarmSandbox, spec: SandboxSpec) -> None:
+        """The agent's folder into the slot, the slot to the session's directory: one
+        thread hop for both (a create waits for it)."""
+        try:
+            copy_agent(Path(spec.agent.path), warm.agent_dir)
+        except OSError as exc:
+            raise SandboxStartError(f"cannot copy the agent folder: {exc}") from exc
+        self._isolation.adopt(warm.bridge, warm.spec.sandbox_dir, spec.sandbox_dir)
+        warm.spec = spec
 
     async def discard(self, warm: WarmSandbox) -> None:
         """Stop a warm sandbox that will serve nobody and delete its directory."""
@@ -201,13 +209,13 @@ class WarmPool:
             try:
                 warm = await self._start_one()
             except Exception as exc:
+                self._starting = 0
                 log.warning("warm pool: a sandbox failed to start (retrying in %g s): %s",
                             delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY[1])
                 continue
-            finally:
-                self._starting = 0
+            self._starting = 0
             delay = RETRY_DELAY[0]
             warm.watcher = asyncio.get_running_loop().create_task(self._watch(warm))
             self._ready.append(warm)
