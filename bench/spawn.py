@@ -185,7 +185,8 @@ def report(samples: dict[str, dict[str, list[float]]], rounds: int) -> str:
 
 
 async def measure(modes: list[str], rounds: int, root: Path) -> dict[str, dict[str, list[float]]]:
-    samples = {mode: {figure: [] for figure in FIGURES} for mode in modes}
+    samples: dict[str, dict[str, list[float]]] = {
+        mode: {figure: [] for figure in FIGURES} for mode in modes}
     agent = make_agent(root)
     backends: dict[str, list[LocalBackend]] = {}
     gateways: dict[str, list[Gateway]] = {}

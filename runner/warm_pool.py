@@ -104,7 +104,6 @@ class WarmPool:
         self._wanted = asyncio.Event()
         self._refill: asyncio.Task[None] | None = None
         self._discarding: set[asyncio.Task[None]] = set()
-        self._closed = False
 
     def start(self) -> None:
         """Begin filling the pool (in the running event loop)."""
@@ -183,7 +182,6 @@ class WarmPool:
 
     async def close(self) -> None:
         """Stop filling, stop every warm sandbox and delete its directory."""
-        self._closed = True
         if self._refill is not None:
             self._refill.cancel()
             await asyncio.gather(self._refill, return_exceptions=True)
@@ -235,6 +233,7 @@ class WarmPool:
                     client = await BridgeClient.connect(bridge.sock)
                     await first_event(client, bridge, self._isolation, events.WARM,
                                       self._ready_timeout)
+                    return WarmSandbox(spec, bridge, client)
                 except BaseException:
                     await discard_bridge(bridge, client, self._isolation)
                     raise
@@ -244,7 +243,6 @@ class WarmPool:
         except BaseException:
             await self._isolation.remove(sandbox_dir)
             raise
-        return WarmSandbox(spec, bridge, client)
 
     async def _watch(self, warm: WarmSandbox) -> None:
         """Drop a warm sandbox whose bridge exits while it waits, so the pool refills."""

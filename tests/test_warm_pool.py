@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.model_stub import StubProcess
 from runner import mountinfo
 from runner.local import LocalBackend
 from runner.sandbox import BridgeSettings
@@ -26,6 +27,7 @@ from tests.gateway_process import GatewayProcess
 from tests.runner_fixtures import collect, make_agent, message_text
 from tests.sandbox_helpers import cgroup_dir, run, running_gateway
 from tests.split_cluster import Cluster, RunnerProcess
+from tests.sse_client import reply_text
 from wire.events import DONE, WARM_SLOT_ENV
 
 WAIT = 60.0
@@ -272,3 +274,37 @@ def test_a_session_whose_agent_limits_differ_from_the_defaults_starts_cold(
         sid = create_session(client, "small")["id"]
         assert slot_of(client, sid) == ""
         assert pool_of(client)["served"] == 0
+
+
+def test_an_agent_with_a_bad_env_is_refused_without_using_up_the_pool(tmp_path: Path) -> None:
+    with pooled_gateway(tmp_path / "data", 1) as gateway, make_client(gateway) as client:
+        deploy(client, "bad", make_agent_folder(tmp_path, "bad", {
+            "backend": "mock", "env": {"not a name": "x"}}))
+        deploy(client, "echo", make_agent_folder(tmp_path))
+        wait_for_pool(client, 1)
+        refused = client.post("/api/sessions", json={"agent": "bad"})
+        assert refused.status_code != 201 and "not a valid variable" in refused.text
+        assert pool_of(client)["ready"] == 1
+        sid = create_session(client, "echo")["id"]
+        assert slot_of(client, sid) and pool_of(client)["served"] == 1
+
+
+def test_a_claude_session_from_the_pool_connects_after_its_bind(
+        tmp_path: Path, stub: StubProcess) -> None:
+    """With a model key the pool's backend is claude: the warm bridge has the SDK imported,
+    and connects its CLI (through the model proxy, with the session's token) once bound."""
+    with running_gateway(tmp_path / "data", extra_env={
+            "ANTHROPIC_BASE_URL": stub.url, "ANTHROPIC_API_KEY": "test-key",
+            "ASH_WARM_POOL": "1"}) as gateway, make_client(gateway) as client:
+        deploy(client, "claude", make_agent_folder(tmp_path, "claude", {
+            "backend": "claude", "env": {"CLAUDE_CODE_MAX_RETRIES": "1",
+                                         "API_TIMEOUT_MS": "30000"}}))
+        wait_for_pool(client, 1)
+        sid = create_session(client, "claude")["id"]
+        assert slot_of(client, sid) and pool_of(client)["served"] == 1
+        assert run(client, sid, "echo $CLAUDE_CODE_MAX_RETRIES")["stdout"] == "1\n"
+        events = send_message(client, sid, "hello there")
+        assert reply_text(events) == (
+            "Turn 1. You said: hello there. This is the start of our conversation.")
+        assert events[-1].data == {"status": "ok"}
+
