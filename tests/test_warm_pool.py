@@ -19,9 +19,12 @@ import httpx
 import pytest
 
 from bench.model_stub import StubProcess
+from gateway.cli import parse_args as gateway_args
 from runner import mountinfo
+from runner.cli import parse_args as runner_args
 from runner.local import LocalBackend
 from runner.sandbox import BridgeSettings
+from runner.warm_pool import DEFAULT_SIZE
 from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
 from tests.runner_fixtures import collect, make_agent, message_text
@@ -308,3 +311,18 @@ def test_a_claude_session_from_the_pool_connects_after_its_bind(
             "Turn 1. You said: hello there. This is the start of our conversation.")
         assert events[-1].data == {"status": "ok"}
 
+
+
+def test_the_pool_size_comes_from_the_flag_or_the_environment_on_both_entry_points(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASH_WARM_POOL", raising=False)
+    monkeypatch.setenv("ASH_INTERNAL_SECRET", "s")
+    runner = ["--gateway", "127.0.0.1:1"]
+    assert gateway_args([]).warm_pool == runner_args(runner).warm_pool == DEFAULT_SIZE
+    assert gateway_args(["--warm-pool", "0"]).warm_pool == 0
+    monkeypatch.setenv("ASH_WARM_POOL", "5")
+    assert gateway_args([]).warm_pool == runner_args(runner).warm_pool == 5
+    assert runner_args([*runner, "--warm-pool", "1"]).warm_pool == 1
+    monkeypatch.setenv("ASH_WARM_POOL", "many")
+    with pytest.raises(SystemExit):
+        gateway_args([])
