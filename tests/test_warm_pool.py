@@ -21,6 +21,7 @@ import pytest
 from bench.model_stub import StubProcess
 from gateway.cli import parse_args as gateway_args
 from runner import mountinfo
+from runner.bridge.server import BadBind, parse_bind
 from runner.cli import parse_args as runner_args
 from runner.local import LocalBackend
 from runner.sandbox import BridgeSettings
@@ -117,6 +118,27 @@ def test_a_create_is_served_by_a_sandbox_started_before_it(
     assert pool_of(client)["served"] == 1
     assert client.get("/health").json()["sandboxes"]["live"] == 1
     assert "You said: hello" in reply(client, session["id"], "hello")
+
+
+def test_a_warm_sandbox_holds_nothing_of_any_session_or_agent(
+        pooled: tuple[httpx.Client, int]) -> None:
+    client, owner = pooled
+    wait_for_pool(client, 1)
+    (_, pids), = warm_slots(owner).items()
+    for pid in pids:
+        names = {v.split(b"=", 1)[0] for v in Path(f"/proc/{pid}/environ").read_bytes().split(
+            b"\0") if v}
+        assert names <= {b"LANG", b"TERM", b"PATH", b"HOME", b"PWD", b"ASH_BRIDGE_FD",
+                         b"ASH_BACKEND", WARM_SLOT_ENV.encode()}, names  # PWD: from /bin/sh
+    for agent_file in Path(f"/proc/{pids[-1]}/root/agent").iterdir():
+        raise AssertionError(f"a warm sandbox's /agent holds {agent_file.name}")
+
+
+def test_a_bind_frame_must_carry_an_env_of_strings() -> None:
+    assert parse_bind(b'{"env": {"ASH_SESSION_ID": "s1"}}') == {"ASH_SESSION_ID": "s1"}
+    for bad in (b"nope", b"[]", b'{"env": []}', b'{"env": {"A": 1}}', b'{"env": {"A": "\\u0000"}}'):
+        with pytest.raises(BadBind):
+            parse_bind(bad)
 
 
 def test_the_pool_refills_after_serving_a_create(pooled: tuple[httpx.Client, int]) -> None:
