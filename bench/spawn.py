@@ -100,18 +100,22 @@ async def pool_full(backend: LocalBackend) -> None:
 
 def gateway_round(gateway: Gateway, samples: dict[str, list[float]]) -> None:
     client = gateway.client
-    if gateway.pool:
-        deadline = time.monotonic() + POOL_WAIT
-        while (pool := client.call("GET", "/health")[1]["warmPool"])["ready"] < pool["size"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway's warm pool did not refill: {pool}")
-            time.sleep(0.02)
     started = time.perf_counter()
     status, created = client.call("POST", "/api/sessions", {"agent": AGENT})
     samples[gateway.figure].append((time.perf_counter() - started) * 1000)
     if status != 201:
         raise RuntimeError(f"create failed: {created}")
     client.call("DELETE", f"/api/sessions/{created['session']['id']}")  # type: ignore[index]
+    if gateway.pool:
+        gateway_pool_full(client)
+
+
+def gateway_pool_full(client: Http1Client) -> None:
+    deadline = time.monotonic() + POOL_WAIT
+    while (pool := client.call("GET", "/health")[1]["warmPool"])["ready"] < pool["size"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway's warm pool did not refill: {pool}")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -200,8 +204,10 @@ async def measure(modes: list[str], rounds: int, root: Path) -> dict[str, dict[s
                                       isolation=isolation(mode, root / "pooled-runner"),
                                       warm_pool=DEFAULT_SIZE)
                 pooled.start_warm_pool()
+                await pool_full(pooled)
                 backends[mode].append(pooled)
                 gateways[mode].append(start_gateway(mode, root, DEFAULT_SIZE))
+                gateway_pool_full(gateways[mode][-1].client)
         for round_no in range(-1, rounds):  # round -1 warms up: templates, page cache
             for mode in modes:
                 progress(f"round {round_no + 1}/{rounds}: {mode}")
@@ -209,7 +215,6 @@ async def measure(modes: list[str], rounds: int, root: Path) -> dict[str, dict[s
                 cold, *pooled_backends = backends[mode]
                 await backend_round(cold, agent, round_no, taken)
                 for backend in pooled_backends:
-                    await pool_full(backend)
                     await pooled_round(backend, agent, round_no, taken)
                 for gateway in gateways[mode]:
                     gateway_round(gateway, taken)
