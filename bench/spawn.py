@@ -107,20 +107,27 @@ def gateway_round(gateway: Gateway, samples: dict[str, list[float]]) -> None:
         raise RuntimeError(f"create failed: {created}")
     client.call("DELETE", f"/api/sessions/{created['session']['id']}")  # type: ignore[index]
     if gateway.pool:
-        gateway_pool_full(client)
+        gateway_pool_full(gateway.url)
 
 
-def gateway_pool_full(client: Http1Client) -> None:
-    deadline = time.monotonic() + POOL_WAIT
-    while (pool := client.call("GET", "/health")[1]["warmPool"])["ready"] < pool["size"]:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the gateway's warm pool did not refill: {pool}")
-        time.sleep(0.02)
+def gateway_pool_full(url: str) -> None:
+    """Poll /health on a connection of its own: the timed one stays clear of hypercorn's
+    limit of requests per keep-alive connection."""
+    client = Http1Client(url)
+    try:
+        deadline = time.monotonic() + POOL_WAIT
+        while (pool := client.call("GET", "/health")[1]["warmPool"])["ready"] < pool["size"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway's warm pool did not refill: {pool}")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 @dataclass
 class Gateway:
     process: subprocess.Popen[str]
+    url: str
     client: Http1Client
     pool: int
 
@@ -145,7 +152,7 @@ def start_gateway(mode: str, root: Path, pool: int) -> Gateway:
                                {"name": AGENT, "path": make_agent(root / name).path})
     if status != 201:
         raise RuntimeError(f"deploy failed: {body}")
-    return Gateway(process, client, pool)
+    return Gateway(process, url.group(1), client, pool)
 
 
 def machine() -> list[str]:
@@ -207,7 +214,7 @@ async def measure(modes: list[str], rounds: int, root: Path) -> dict[str, dict[s
                 await pool_full(pooled)
                 backends[mode].append(pooled)
                 gateways[mode].append(start_gateway(mode, root, DEFAULT_SIZE))
-                gateway_pool_full(gateways[mode][-1].client)
+                gateway_pool_full(gateways[mode][-1].url)
         for round_no in range(-1, rounds):  # round -1 warms up: templates, page cache
             for mode in modes:
                 progress(f"round {round_no + 1}/{rounds}: {mode}")
