@@ -8,6 +8,7 @@ a session tells which slot it got through `exec` (its shell inherits the variabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -81,6 +82,19 @@ def wait_for_pool(client: httpx.Client, ready: int) -> dict[str, int]:
     return pool
 
 
+def the_warm_slot(client: httpx.Client, owner: int) -> tuple[str, list[int]]:
+    """The one warm sandbox of a runner (pid `owner`) with a pool of one, once it is ready."""
+    wait_for_pool(client, 1)
+    (slot, pids), = warm_slots(owner).items()
+    return slot, pids
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # killing one may have taken others
+            os.kill(pid, signal.SIGKILL)
+
+
 def slot_of(client: httpx.Client, session_id: str) -> str:
     """The warm slot the session's sandbox came from ('' for a cold-started one)."""
     result = run(client, session_id, f"printf %s \"${WARM_SLOT_ENV}\"")
@@ -123,8 +137,7 @@ def test_a_create_is_served_by_a_sandbox_started_before_it(
 def test_a_warm_sandbox_holds_nothing_of_any_session_or_agent(
         pooled: tuple[httpx.Client, int]) -> None:
     client, owner = pooled
-    wait_for_pool(client, 1)
-    (_, pids), = warm_slots(owner).items()
+    _, pids = the_warm_slot(client, owner)
     for pid in pids:
         names = {v.split(b"=", 1)[0] for v in Path(f"/proc/{pid}/environ").read_bytes().split(
             b"\0") if v}
@@ -154,13 +167,8 @@ def test_the_pool_refills_after_serving_a_create(pooled: tuple[httpx.Client, int
 def test_a_warm_sandbox_that_died_is_never_handed_out(
         pooled: tuple[httpx.Client, int]) -> None:
     client, owner = pooled
-    wait_for_pool(client, 1)
-    (dead, pids), = warm_slots(owner).items()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    dead, pids = the_warm_slot(client, owner)
+    kill_all(pids)
     session = create_session(client, "echo")
     assert slot_of(client, session["id"]) != dead
     assert "You said: still here" in reply(client, session["id"], "still here")
@@ -179,8 +187,7 @@ async def test_a_warm_bridge_killed_just_before_its_bind_is_replaced(tmp_path: P
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         (_, pids), = warm_slots(os.getpid()).items()
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        kill_all(pids)
         agent = make_agent(tmp_path)
         info = await backend.create("sess-1", agent)
         assert info.pid not in pids and not info.restored
