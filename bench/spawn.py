@@ -50,8 +50,6 @@ MODES = ("bwrap", "none")
 AGENT = "spawn-bench"
 FIGURES = ("cold create", "create (warm pool)", "cold resume", "create session",
            "create session (warm pool)")
-WARM_FIGURES = frozenset({"create (warm pool)", "create session (warm pool)"})
-"""Measured for bwrap only: the warm pool needs the sandbox."""
 POOL_WAIT = 60.0
 
 
