@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -36,10 +35,11 @@ from tests.sse_client import reply_text
 from wire.events import DONE, WARM_SLOT_ENV
 
 WAIT = 60.0
-"""Seconds a pool gets to fill on a busy two-core machine (bench/spawn.py times it)."""
+"""Seconds a pool gets to fill on a busy two-core machine: a timeout, not a speed
+assertion (bench/spawn.py measures the speed)."""
 
 
-def pooled_gateway(data_dir: Path, size: int) -> Any:
+def pooled_gateway(data_dir: Path, size: int) -> contextlib.AbstractContextManager[GatewayProcess]:
     return running_gateway(data_dir, extra_env={"ASH_WARM_POOL": str(size)})
 
 
