@@ -261,11 +261,21 @@ class WarmPool:
 
 
 def copy_agent(source: Path, target: Path) -> None:
-    """The agent's folder into a warm sandbox's (empty) agent directory, links as links —
-    what the sandbox would have seen with the folder itself mounted."""
+    """The agent's folder into a warm sandbox's (empty) agent directory, symbolic links as
+    links — what the sandbox would have seen with the folder itself mounted. Files are hard
+    links where the folder is on the data dir's filesystem (it is when deployed): a tenth
+    of a copy's cost, and the same inodes a cold sandbox's bind mount would show."""
     if not source.is_dir():
         raise FileNotFoundError(f"agent folder not found: {source}")
-    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True,
+                    copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def add_warm_pool_argument(parser: argparse.ArgumentParser,
