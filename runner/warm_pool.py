@@ -9,13 +9,13 @@ bound to no session, for `bind`. Each one has a directory of its own:
     sandboxes/.pool/<slot>/agent/                      empty; read-only in the sandbox at /agent
     sandboxes/.pool/<slot>/bridge.log
 
-Binding it to a session (`WarmPool.bind`): the agent's folder is copied into its
-`agent/`, the slot directory is renamed to `sandboxes/<session>/` (the mounted disk and
-the log move with it, so the session's workspace is exactly where a cold resume looks
-for it), and the `bind` frame gives the bridge what a bridge spawned for that session
-gets in its environment (`runner.sandbox.session_env`). The bridge then loads its
-agent and sends `ready`. A slot serves one session, once: nothing of one session or
-agent is ever visible to another.
+Binding it to a session (`WarmPool.bind`): the agent's folder is copied (hard links
+where it can) into its `agent/`, the slot directory is renamed to `sandboxes/<session>/`
+(the mounted disk and the log move with it, so the session's workspace is exactly where
+a cold resume looks for it), and the `bind` frame gives the bridge what a bridge
+spawned for that session gets in its environment (`runner.sandbox.session_env`). The
+bridge then loads its agent and sends `ready`. A slot serves one session, once:
+nothing of one session or agent is ever visible to another.
 
 Only sessions that a warm sandbox fits are served from the pool: a new workspace (a
 cold resume keeps its own disk), the pool's agent backend (it decides what the sandbox
