@@ -33,6 +33,7 @@ from runner.isolation import (
     create_isolation,
 )
 from runner.local import LocalBackend
+from runner.warm_pool import add_warm_pool_argument
 
 log = logging.getLogger("ash.gateway")
 
@@ -59,6 +60,8 @@ class GatewayConfig:
     """How standalone mode isolates sandboxes: bwrap, or none (development only)."""
     server: str = servers.DEFAULT_SERVER
     """The HTTP server that runs the app: hypercorn, or granian (see docs/servers.md)."""
+    warm_pool: int = 0
+    """Standalone mode: sandboxes kept started ahead of their sessions."""
 
 
 def _env_flag(name: str) -> bool:
@@ -105,6 +108,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         help="HTTP server: hypercorn (default) or granian, experimental "
                         "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
+    add_warm_pool_argument(parser)
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
@@ -123,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         coordinator=coordinator_cli.settings_from_args(args, parser)
         if args.mode == "coordinator" else None,
         sandbox=args.sandbox, server=args.server,
+        warm_pool=args.warm_pool,
     )
 
 
@@ -136,7 +141,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
     backend: Backend = (
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,
-                          isolation=create_isolation(config.sandbox, config.data_dir)))
+                          isolation=create_isolation(config.sandbox, config.data_dir),
+                          warm_pool=config.warm_pool))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
     if isinstance(backend, Coordinator):
@@ -208,6 +214,8 @@ async def serve(config: GatewayConfig) -> None:
     registry_address = None
     if isinstance(gateway.backend, Coordinator):
         registry_address = await gateway.backend.start()
+    elif isinstance(gateway.backend, LocalBackend):
+        gateway.backend.start_warm_pool()
     print(banner(config, sock, new_key, registry_address), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

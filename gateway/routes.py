@@ -50,6 +50,9 @@ async def health(gw: Gateway, req: Request) -> Response:
         "uptimeSeconds": round(time.time() - gw.started_at, 3),
         "sessions": gw.store.count_sessions_by_status(),
         "sandboxes": {"live": stats.sandboxes, "busy": stats.busy},
+        **({"warmPool": {"size": stats.pool.size, "ready": stats.pool.ready,
+                         "starting": stats.pool.starting, "served": stats.pool.served}}
+           if stats.pool is not None else {}),
         **({"sandbox": gw.sandbox} if gw.sandbox is not None else {}),
     })
 

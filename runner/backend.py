@@ -43,9 +43,23 @@ class SandboxInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A warm pool's sandboxes (`runner.warm_pool`); none of them holds a session."""
+
+    size: int
+    """How many it keeps warm."""
+    ready: int
+    starting: int
+    served: int
+    """Creates it has served since the backend started."""
+
+
+@dataclass(frozen=True, slots=True)
 class BackendStats:
     sandboxes: int
+    """Sandboxes holding a session (warm-pool sandboxes are not counted)."""
     busy: int
+    pool: PoolStats | None = None
 
 
 @dataclass(frozen=True, slots=True)

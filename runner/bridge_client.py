@@ -107,6 +107,11 @@ class BridgeClient:
         protocol.model_handler = model_handler
         return cls(transport, protocol)
 
+    def set_model_handler(self, handler: Callable[[Event], None] | None) -> None:
+        """Route model proxy frames to `handler` from now on (a warm bridge gets its
+        session's proxy when it is bound)."""
+        self._protocol.model_handler = handler
+
     @property
     def closed(self) -> bool:
         """The bridge's end is closed: it exited, or is exiting."""

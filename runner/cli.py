@@ -39,6 +39,7 @@ from runner.isolation import (
 )
 from runner.local import LocalBackend
 from runner.registration import Registration, RegistrationConfig, RegistrationRefused
+from runner.warm_pool import add_warm_pool_argument
 from wire.internal_auth import SECRET_ENV
 
 log = logging.getLogger("ash.runner")
@@ -63,6 +64,7 @@ class RunnerConfig:
     log_level: str
     secret: str
     sandbox: str = DEFAULT_MODE
+    warm_pool: int = 0
 
 
 def parse_args(argv: list[str] | None = None) -> RunnerConfig:
@@ -103,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
                         help="bwrap: bubblewrap namespaces + cgroup limits (needs root, "
                         "bubblewrap and cgroups); none: plain processes, development only "
                         "(ASH_SANDBOX, default bwrap)")
+    add_warm_pool_argument(parser)
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -127,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
         heartbeat_interval=args.heartbeat_interval, data_dir=args.data_dir.resolve(),
         certfile=args.grpc_certfile, keyfile=args.grpc_keyfile, cafile=args.grpc_cafile,
         shutdown_grace=args.shutdown_grace, log_level=args.log_level, secret=secret,
-        sandbox=args.sandbox,
+        sandbox=args.sandbox, warm_pool=args.warm_pool,
     )
 
 
@@ -144,7 +147,9 @@ def advertised(config: RunnerConfig, bound_port: int) -> tuple[str, int]:
 async def serve(config: RunnerConfig) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     backend = LocalBackend(config.data_dir,
-                           isolation=create_isolation(config.sandbox, config.data_dir))
+                           isolation=create_isolation(config.sandbox, config.data_dir),
+                           warm_pool=config.warm_pool)
+    backend.start_warm_pool()
     service = RunnerService(backend, AgentCache(config.data_dir / "agents"), config.max_sandboxes)
     server, port = await start_server(service, config.listen, config.secret,
                                       config.certfile, config.keyfile)

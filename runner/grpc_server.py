@@ -182,7 +182,10 @@ class RunnerService(pb_grpc.RunnerServicer):
                 log.warning("could not release session %s: %s", session_id, exc)
 
     def capacity(self) -> pb.Capacity:
-        return pb.Capacity(active=self.backend.stats().sandboxes, warming=0,
+        """`warming`: the warm pool's sandboxes ready for a session (not those starting)."""
+        stats = self.backend.stats()
+        return pb.Capacity(active=stats.sandboxes,
+                           warming=stats.pool.ready if stats.pool is not None else 0,
                            max=self.max_sandboxes)
 
     # sandboxes

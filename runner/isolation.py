@@ -31,7 +31,7 @@ from runner.bwrap import HostIds, Layout, LayoutError, complete_userns
 from runner.cgroups import CgroupTree, CgroupUnavailable, SandboxCgroup, detect
 from runner.limit_watch import LimitWatcher
 from runner.limits import LimitHit, SandboxLimits, disk_hit, memory_hit, pids_hit
-from runner.sandbox import BridgeProcess, SandboxSpec
+from runner.sandbox import LOG_FILE, BridgeProcess, SandboxSpec
 from runner.workspace_disk import (
     DiskUnavailable,
     WorkspaceBusy,
@@ -95,6 +95,11 @@ class Isolation(Protocol):
 
     async def release_workspace(self, spec: SandboxSpec) -> None: ...
 
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+        """Move a running warm sandbox's directory (workspace, log) to its session's
+        `to` (sandboxing isolations only). Blocking, if briefly: run it in a thread."""
+        ...
+
     async def remove(self, sandbox_dir: Path) -> None:
         """Delete a session's sandbox directory and everything in it."""
         ...
@@ -133,6 +138,9 @@ class NoIsolation:
 
     async def release_workspace(self, spec: SandboxSpec) -> None:
         return None
+
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+        raise NotImplementedError("NoIsolation has no warm sandboxes")
 
     async def remove(self, sandbox_dir: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, sandbox_dir, True)
@@ -250,6 +258,15 @@ class BwrapIsolation:
 
     async def remove(self, sandbox_dir: Path) -> None:
         await asyncio.to_thread(self._disks.remove, sandbox_dir)
+
+    def adopt(self, bridge: BridgeProcess, sandbox_dir: Path, to: Path) -> None:
+        try:
+            self._disks.move(sandbox_dir, to)
+        except OSError as exc:
+            raise SandboxStartError(f"cannot move a warm sandbox to {to}: {exc}") from exc
+        bridge.move_log(to / LOG_FILE)
+        if bridge.sandbox is not None:
+            bridge.sandbox.sandbox_dir = to
 
     @contextlib.asynccontextmanager
     async def workspace(self, sandbox_dir: Path) -> AsyncIterator[Path]:

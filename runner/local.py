@@ -7,7 +7,8 @@ Layout under the data dir, per session:
     sandboxes/<session_id>/bridge.log   the bridge's stdout and stderr, outside the workspace
 
 Every bridge runs in the runner's isolation (`runner.isolation`): a bubblewrap sandbox
-with cgroup limits by default, a plain process with `--sandbox=none`.
+with cgroup limits by default, a plain process with `--sandbox=none`. With a warm pool
+(`runner.warm_pool`, bwrap only), a new session gets a sandbox started ahead of time.
 
 A bridge dies with the runner (it exits on socket EOF); its workspace stays, so a
 later `create` for the same session on this data dir resumes it cold.
@@ -20,8 +21,9 @@ import contextlib
 import logging
 import re
 import secrets
+import shutil
 import signal
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,20 @@ from runner.backend import (
     SandboxStartError,
 )
 from runner.bridge_client import BridgeClient
-from runner.isolation import Isolation, create_isolation, mode_from_env
+from runner.isolation import BwrapIsolation, Isolation, create_isolation, mode_from_env
 from runner.model_proxy import ModelProxy, ModelUpstream
-from runner.sandbox import BridgeProcess, BridgeSettings, SandboxSpec, spawn_bridge
+from runner.sandbox import (
+    BridgeProcess,
+    BridgeSettings,
+    SandboxSpec,
+    discard_bridge,
+    first_event,
+    reap,
+    session_env,
+    spawn_bridge,
+)
 from runner.timing import TIMING
+from runner.warm_pool import AGENT_DIR, WarmPool, WarmSandbox
 from runner.workspace_state import pack_workspace
 from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
 from wire import events
@@ -68,6 +80,8 @@ class _Sandbox:
     draining: asyncio.Task[None] | None = None
     """An abandoned turn being interrupted and read to its `done`."""
     proxy: ModelProxy | None = None
+    warm: bool = False
+    """Served from the warm pool: its directory holds a copy of the agent folder."""
 
     @property
     def alive(self) -> bool:
@@ -87,11 +101,14 @@ class LocalBackend:
         drain_timeout: float = 10.0,
         isolation: Isolation | None = None,
         model_upstream: ModelUpstream | None = None,
+        warm_pool: int = 0,
     ) -> None:
         """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables, `isolation`
         to the one ASH_SANDBOX names (bwrap unless it says none); SandboxUnavailable if the
         host cannot provide it. `model_upstream` (default: the host's ANTHROPIC_API_KEY and
-        ANTHROPIC_BASE_URL) is where sandboxes' model calls go, through the model proxy."""
+        ANTHROPIC_BASE_URL) is where sandboxes' model calls go, through the model proxy.
+        `warm_pool`: sandboxes to keep started ahead of their sessions (bwrap only; they
+        start with `start_warm_pool`)."""
         self._data_dir = Path(data_dir)
         self._upstream = model_upstream or ModelUpstream.from_env()
         self._settings = settings if settings is not None else BridgeSettings.from_env()
@@ -101,6 +118,19 @@ class LocalBackend:
         self._drain_timeout = drain_timeout
         self._sandboxes: dict[str, _Sandbox] = {}
         self._starting: set[str] = set()
+        self._pool: WarmPool | None = None
+        if warm_pool > 0 and isinstance(self._isolation, BwrapIsolation):
+            self._pool = WarmPool(warm_pool, self._isolation, self._data_dir / SANDBOXES_DIR,
+                                  self._settings, ready_timeout=ready_timeout,
+                                  stop_timeout=stop_timeout)
+        elif warm_pool > 0:
+            log.info("no warm pool: it needs the bwrap sandbox (--sandbox=%s)",
+                     self._isolation.mode)
+
+    def start_warm_pool(self) -> None:
+        """Start filling the warm pool, if there is one (in the running event loop)."""
+        if self._pool is not None:
+            self._pool.start()
 
     # paths
 
@@ -127,6 +157,10 @@ class LocalBackend:
             dead = self._sandboxes.pop(session_id, None)
             if dead is not None:
                 await self._stop(dead)
+            warm = await self._from_pool(spec) if state is None else None
+            if warm is not None:
+                self._sandboxes[session_id] = warm
+                return warm.info
             restored = await self._isolation.prepare(spec, state)
             try:
                 sandbox = await self._start(spec, restored)
@@ -144,51 +178,77 @@ class LocalBackend:
         """Spawn the bridge and wait for its `ready`; on any failure the bridge is gone."""
         bridge = await spawn_bridge(spec, self._isolation)
         client: BridgeClient | None = None
-        proxy: ModelProxy | None = None
+
+        def to_bridge(kind: str, payload: bytes) -> None:
+            if client is not None:
+                client.send(kind, payload)
+
+        proxy = self._model_proxy(spec, to_bridge)
         try:
-            if self._upstream is not None and spec.model_token is not None:
-
-                def to_bridge(kind: str, payload: bytes) -> None:
-                    if client is not None:
-                        client.send(kind, payload)
-
-                proxy = ModelProxy(self._upstream, spec.model_token, to_bridge)
             client = await BridgeClient.connect(
                 bridge.sock, proxy.on_frame if proxy is not None else None)
-            try:
-                async with asyncio.timeout(self._ready_timeout):
-                    first = await client.next_event()
-            except TimeoutError:
-                raise SandboxStartError(
-                    f"bridge not ready after {self._ready_timeout:g} s: {bridge.log_tail()}"
-                ) from None
-            if first is None:
-                code = await self._reap(bridge)
-                hit = self._isolation.limit_hit(bridge)
-                reason = hit.message if hit is not None else bridge.log_tail()
-                raise SandboxStartError(f"bridge exited with code {code}: {reason}")
-            if first.type != events.READY:
-                raise SandboxStartError(f"bridge sent {first.type!r} before ready")
-            agent_backend = str(orjson.loads(first.data).get("backend", ""))
+            ready = await first_event(client, bridge, self._isolation, events.READY,
+                                      self._ready_timeout)
         except BaseException:
-            await self._reap(bridge, kill=True)
-            await self._isolation.release_bridge(bridge)
-            if client is not None:
-                client.close()
-            else:
-                bridge.sock.close()
+            await discard_bridge(bridge, client, self._isolation)
             if proxy is not None:
                 await proxy.close()
             raise
+        return self._record(spec, bridge, client, proxy, ready, restored=restored)
+
+    def _model_proxy(self, spec: SandboxSpec,
+                     to_bridge: Callable[[str, bytes], None]) -> ModelProxy | None:
+        if self._upstream is None or spec.model_token is None:
+            return None
+        return ModelProxy(self._upstream, spec.model_token, to_bridge)
+
+    @staticmethod
+    def _record(spec: SandboxSpec, bridge: BridgeProcess, client: BridgeClient,
+                proxy: ModelProxy | None, ready: Event, *, restored: bool,
+                warm: bool = False) -> _Sandbox:
         info = SandboxInfo(
             sandbox_id=f"sbx_{secrets.token_hex(8)}",
             session_id=spec.session_id,
             pid=bridge.pid,
             workspace=str(spec.workspace),
             restored=restored,
-            agent_backend=agent_backend,
+            agent_backend=str(orjson.loads(ready.data).get("backend", "")),
         )
-        return _Sandbox(spec, info, bridge, client, proxy=proxy)
+        return _Sandbox(spec, info, bridge, client, proxy=proxy, warm=warm)
+
+    async def _from_pool(self, spec: SandboxSpec) -> _Sandbox | None:
+        """The session's sandbox from the warm pool, or None when it has none that fits: a
+        session with a workspace here (cold resume) keeps it. A warm sandbox that fails to
+        bind (its bridge died) is dropped and the next one tried."""
+        pool = self._pool
+        if pool is None or not pool.fits(spec):
+            return None
+        try:
+            env = session_env(spec, sandboxed=True)
+        except SandboxStartError:
+            return None  # a bad agent `env`: the cold path says so
+        while (warm := pool.take()) is not None:
+            slot = warm.spec.session_id
+            try:
+                return await self._bind(pool, warm, spec, env)
+            except SandboxStartError as exc:
+                log.warning("warm sandbox %s could not serve session %s: %s",
+                            slot, spec.session_id, exc)
+        return None
+
+    async def _bind(self, pool: WarmPool, warm: WarmSandbox, spec: SandboxSpec,
+                    env: dict[str, str]) -> _Sandbox:
+        """Bind `warm` to `spec`'s session; on any failure the sandbox is gone."""
+        proxy = self._model_proxy(spec, warm.client.send)
+        warm.client.set_model_handler(proxy.on_frame if proxy is not None else None)
+        try:
+            ready = await pool.bind(warm, spec, env)
+        except BaseException:
+            if proxy is not None:
+                await proxy.close()
+            raise
+        return self._record(spec, warm.bridge, warm.client, proxy, ready, restored=False,
+                            warm=True)
 
     def is_alive(self, session_id: str) -> bool:
         sandbox = self._sandboxes.get(session_id)
@@ -203,6 +263,8 @@ class LocalBackend:
             await self._isolation.remove(sandbox_dir)
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         sandboxes = list(self._sandboxes.values())
         self._sandboxes.clear()
         await asyncio.gather(*(self._stop(sandbox) for sandbox in sandboxes))
@@ -219,19 +281,13 @@ class LocalBackend:
             await sandbox.proxy.close()
         await self._isolation.release_bridge(sandbox.bridge)
         await self._isolation.release_workspace(sandbox.spec)
+        if sandbox.warm:
+            await asyncio.to_thread(shutil.rmtree, sandbox.spec.sandbox_dir / AGENT_DIR, True)
 
     async def _reap(self, bridge: BridgeProcess, *, kill: bool = False) -> int:
         """The bridge's exit code, once it has exited; it is killed at once with `kill`,
         else after `stop_timeout`."""
-        process = bridge.process
-        if not kill and process.returncode is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._stop_timeout):
-                    return await process.wait()
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        return await process.wait()
+        return await reap(bridge, self._stop_timeout, kill=kill)
 
     # turns
 
@@ -375,6 +431,7 @@ class LocalBackend:
         return BackendStats(
             sandboxes=len(live),
             busy=sum(1 for s in live if s.busy or s.draining is not None),
+            pool=self._pool.stats() if self._pool is not None else None,
         )
 
     # for tests and operators

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from runner import bwrap
 from runner.backend import AgentSpec, SandboxStartError
+from runner.bridge_client import BridgeClient
 from runner.timing import TIMING
 from wire import timing as wt
+from wire.events import WARM_SLOT_ENV, Event
 
 if TYPE_CHECKING:
     from runner.isolation import Isolation, SandboxHandle
@@ -163,8 +165,11 @@ class LogPump:
             kept += b"\n[ash: bridge output beyond %d bytes dropped]\n" % LOG_CAP
         self._written += len(data)
         if kept:
-            log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                          0o600)
+            try:
+                log = os.open(self.log_path,
+                              os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                return  # its directory is being moved (a warm sandbox bound to its session)
             try:
                 os.write(log, kept)
             finally:
@@ -198,6 +203,12 @@ class BridgeProcess:
         """The pid of the process the runner started (bubblewrap's, for a sandbox)."""
         return self.process.pid
 
+    def move_log(self, log_path: Path) -> None:
+        """The log file was renamed (with its directory) to `log_path`: write there."""
+        self.log_path = log_path
+        if self.log_pump is not None:
+            self.log_pump.log_path = log_path
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines this bridge wrote to its log."""
         if self.log_pump is not None:
@@ -228,21 +239,14 @@ def agent_env(config: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-def bridge_env(
-    spec: SandboxSpec, bridge_fd: int, host_env: Mapping[str, str] = os.environ,
-    *, sandboxed: bool = False,
-) -> dict[str, str]:
-    """The bridge's whole environment. The ASH_* variables and HOME always win; in a
-    sandbox, HOME and the agent folder are their paths inside and PATH is the sandbox's."""
-    allowed = SANDBOX_HOST_ENV if sandboxed else HOST_ENV_ALLOWLIST
-    env = {name: host_env[name] for name in allowed if name in host_env}
-    if sandboxed:
-        env["PATH"] = bwrap.PATH
-    env.update(agent_env(spec.agent.config))
+def session_env(spec: SandboxSpec, *, sandboxed: bool = False) -> dict[str, str]:
+    """What a bridge's environment holds for its session and agent: the agent's `env`,
+    HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and the model proxy's token. A
+    warm-pool bridge gets these in its `bind` frame instead."""
+    env = agent_env(spec.agent.config)
     env.update(spec.settings.mock_env())
     env.update({
         "HOME": bwrap.HOME if sandboxed else str(spec.workspace),
-        "ASH_BRIDGE_FD": str(bridge_fd),
         "ASH_SESSION_ID": spec.session_id,
         "ASH_AGENT_DIR": bwrap.AGENT_DIR if sandboxed else os.path.abspath(spec.agent.path),
         "ASH_BACKEND": spec.backend,
@@ -260,11 +264,46 @@ def bridge_env(
     return env
 
 
-async def spawn_bridge(spec: SandboxSpec, isolation: Isolation | None = None) -> BridgeProcess:
+def bridge_env(
+    spec: SandboxSpec, bridge_fd: int, host_env: Mapping[str, str] = os.environ,
+    *, sandboxed: bool = False,
+) -> dict[str, str]:
+    """The bridge's whole environment. The ASH_* variables and HOME always win; in a
+    sandbox, HOME and the agent folder are their paths inside and PATH is the sandbox's."""
+    allowed = SANDBOX_HOST_ENV if sandboxed else HOST_ENV_ALLOWLIST
+    env = {name: host_env[name] for name in allowed if name in host_env}
+    if sandboxed:
+        env["PATH"] = bwrap.PATH
+    env.update(session_env(spec, sandboxed=sandboxed))
+    env["ASH_BRIDGE_FD"] = str(bridge_fd)
+    return env
+
+
+def warm_env(spec: SandboxSpec, bridge_fd: int,
+             host_env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """A warm-pool bridge's environment: nothing of any session or agent. ASH_BACKEND
+    (the pool's, which every session it serves runs) says which code to load ahead."""
+    env = {name: host_env[name] for name in SANDBOX_HOST_ENV if name in host_env}
+    env.update(spec.settings.mock_env())
+    env.update({
+        "PATH": bwrap.PATH,
+        "HOME": bwrap.HOME,
+        "ASH_BRIDGE_FD": str(bridge_fd),
+        "ASH_BACKEND": spec.backend,
+        WARM_SLOT_ENV: spec.session_id,
+    })
+    return env
+
+
+async def spawn_bridge(spec: SandboxSpec, isolation: Isolation | None = None, *,
+                       warm: bool = False) -> BridgeProcess:
     """Start the bridge for `spec`, in `isolation`'s sandbox when it has one. Its stdout
-    and stderr go to `bridge.log`."""
+    and stderr go to `bridge.log`. `warm`: a warm-pool bridge (sandboxed only), whose spec
+    names its pool slot, not a session; it waits for `bind`."""
     if isolation is not None and isolation.sandboxed:
-        return await _spawn_sandboxed(spec, isolation)
+        return await _spawn_sandboxed(spec, isolation, warm)
+    if warm:
+        raise SandboxStartError("warm-pool bridges run in sandboxes only")
     spec.workspace.mkdir(parents=True, exist_ok=True)
     parent, child = socketpair()
     log = -1
@@ -292,11 +331,12 @@ async def spawn_bridge(spec: SandboxSpec, isolation: Isolation | None = None) ->
     return BridgeProcess(process, parent, spec.log_path, log_offset)
 
 
-async def _spawn_sandboxed(spec: SandboxSpec, isolation: Isolation) -> BridgeProcess:
+async def _spawn_sandboxed(spec: SandboxSpec, isolation: Isolation, warm: bool) -> BridgeProcess:
     parent, child = socketpair()
     pump = LogPump(spec.log_path)
     try:
-        env = bridge_env(spec, child.fileno(), sandboxed=True)
+        env = (warm_env(spec, child.fileno()) if warm
+               else bridge_env(spec, child.fileno(), sandboxed=True))
         process, handle = await isolation.start(spec, env, bridge_fd=child.fileno(),
                                                 output_fd=pump.write_fd)
         pump.start()
@@ -314,6 +354,53 @@ async def _spawn_sandboxed(spec: SandboxSpec, isolation: Isolation) -> BridgePro
     finally:
         child.close()
     return BridgeProcess(process, parent, spec.log_path, pump.offset, pump, handle)
+
+
+async def reap(bridge: BridgeProcess, grace: float, *, kill: bool = False) -> int:
+    """The bridge's exit code, once it has exited; it is killed at once with `kill`, else
+    after `grace` seconds."""
+    process = bridge.process
+    if not kill and process.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                return await process.wait()
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    return await process.wait()
+
+
+async def first_event(client: BridgeClient, bridge: BridgeProcess, isolation: Isolation,
+                      expected: str, within: float) -> Event:
+    """The bridge's next event, which must be `expected` (`ready`, or `warm`); otherwise
+    SandboxStartError, saying why: it exited (the limit it hit, or its log), it said
+    something else, or it said nothing for `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            event = await client.next_event()
+    except TimeoutError:
+        raise SandboxStartError(
+            f"bridge not {expected} after {within:g} s: {bridge.log_tail()}") from None
+    if event is None:
+        code = await reap(bridge, within)
+        hit = isolation.limit_hit(bridge)
+        reason = hit.message if hit is not None else bridge.log_tail()
+        raise SandboxStartError(f"bridge exited with code {code}: {reason}")
+    if event.type != expected:
+        raise SandboxStartError(f"bridge sent {event.type!r} before {expected}")
+    return event
+
+
+async def discard_bridge(bridge: BridgeProcess, client: BridgeClient | None,
+                         isolation: Isolation) -> None:
+    """Kill a bridge that is not to serve (it failed to start, or is no longer wanted) and
+    give back what its sandbox held."""
+    await reap(bridge, 0, kill=True)
+    await isolation.release_bridge(bridge)
+    if client is not None:
+        client.close()
+    else:
+        bridge.sock.close()
 
 
 def _read_from(path: Path, offset: int, limit: int = 2000) -> str:

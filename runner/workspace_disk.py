@@ -264,6 +264,18 @@ class WorkspaceDisks:
             del self._mounted[workspace]
             _umount(workspace)
 
+    def move(self, sandbox_dir: Path, to: Path) -> None:
+        """Rename a sandbox directory, its image and its mounted workspace with it (a warm
+        sandbox's becoming its session's). `to` must not exist. The mount follows the
+        rename, and so do the sandbox's bind mounts of it."""
+        with self._lock:
+            if to.exists():
+                raise FileExistsError(errno.EEXIST, f"{to} already exists")
+            os.rename(sandbox_dir, to)
+            mounted = self._mounted.pop(self.workspace(sandbox_dir), None)
+            if mounted is not None:
+                self._mounted[self.workspace(to)] = mounted
+
     def remove(self, sandbox_dir: Path) -> None:
         """Delete the session's sandbox directory, image included (unmounting it first)."""
         workspace = self.workspace(sandbox_dir)

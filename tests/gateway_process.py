@@ -14,6 +14,11 @@ from pathlib import Path
 
 TEST_API_KEY = "ash_test_key_0123456789"
 STARTUP_TIMEOUT = 30.0
+NO_WARM_POOL = {"ASH_WARM_POOL": "0"}
+"""Test gateways and runners start without a warm pool unless a test asks for one
+(tests/test_warm_pool.py): `bridge_pids` finds a session's bridge by the ASH_SESSION_ID
+it was started with, which a warm-pool bridge (bound after it started) does not have,
+and a suite that starts hundreds of gateways should not start two idle sandboxes with each."""
 
 
 @dataclass
@@ -30,6 +35,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
+        env.update(NO_WARM_POOL)
         env.update(self.extra_env)
         if self.api_key is not None:
             env["ASH_API_KEY"] = self.api_key

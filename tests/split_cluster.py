@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import make_client
-from tests.gateway_process import STARTUP_TIMEOUT, GatewayProcess, stop_process
+from tests.gateway_process import NO_WARM_POOL, STARTUP_TIMEOUT, GatewayProcess, stop_process
 
 SECRET = "split-test-secret"
 HEARTBEAT = 0.15
@@ -45,6 +45,7 @@ class RunnerProcess:
 
     def start(self) -> RunnerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
+        env.update(NO_WARM_POOL)
         if self.secret is not None:
             env["ASH_INTERNAL_SECRET"] = self.secret
         env.update(self.extra_env)

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 READY = "ready"
 # The answer to an `exec` command, matched to it by its `id`; not a turn event.
 EXEC_RESULT = "exec_result"
+# A warm-pool bridge has started and waits for `bind` (`runner.warm_pool`); then `ready`.
+WARM = "warm"
+WARM_SLOT_ENV = "ASH_WARM_SLOT"
+"""Names a warm-pool bridge's slot in its environment; a bridge that has it waits for `bind`."""
 
 # Turn events (bridge -> runner -> gateway -> client, one SSE frame each).
 MESSAGE = "message"
@@ -46,9 +50,12 @@ INTERRUPT = "interrupt"
 SHUTDOWN = "shutdown"
 EXEC = "exec"
 """Run a shell command in the sandbox, beside any turn: `{"id", "command", "timeout_ms"}`."""
+BIND = "bind"
+"""Give a warm-pool bridge its session: `{"env": {name: value}}`, the variables a bridge
+started for that session would have had (agent, session id, model proxy token)."""
 
 BRIDGE_COMMAND_TYPES: frozenset[str] = frozenset({
-    QUERY, INTERRUPT, SHUTDOWN, EXEC, MODEL_RESPONSE_HEAD, MODEL_RESPONSE_CHUNK,
+    QUERY, INTERRUPT, SHUTDOWN, EXEC, BIND, MODEL_RESPONSE_HEAD, MODEL_RESPONSE_CHUNK,
     MODEL_RESPONSE_END})
 
 

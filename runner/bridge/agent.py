@@ -7,6 +7,8 @@ protocol and the closing `done` event, so a backend never sees the socket.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,18 @@ def load_agent(backend: str, environ: Mapping[str, str]) -> AgentBackend:
     from runner.bridge.mock_agent import MockAgent
 
     return MockAgent(load_context(environ))
+
+
+BACKEND_MODULES = {"mock": "runner.bridge.mock_agent", "claude": "runner.bridge.claude_agent"}
+
+
+def preload_backend(backend: str) -> None:
+    """Import a backend's code ahead of `load_agent` (a warm-pool bridge does, before its
+    session exists). A module that fails to import is left for `load_agent` to report."""
+    module = BACKEND_MODULES.get(backend)
+    if module is not None:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
 
 
 async def start_agent(agent: AgentBackend) -> None:

@@ -4,6 +4,11 @@ Startup: read ASH_BRIDGE_FD, load the agent (ASH_BACKEND, ASH_AGENT_DIR), send
 `ready`. Then `query` runs a turn, `interrupt` stops it, `shutdown` exits. When
 the socket reaches EOF the runner is gone and the bridge exits with it, so a
 bridge never outlives its runner.
+
+A warm-pool bridge (ASH_WARM_SLOT set, `runner.warm_pool`) is started before its
+session exists: it imports its agent backend's code, sends `warm` and waits. The
+runner's `bind` then carries the session's variables (agent, session id, model
+token); from there on it starts exactly as a bridge spawned for that session.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from runner.bridge.agent import (
     Emit,
     close_agent,
     load_agent,
+    preload_backend,
     start_agent,
 )
 from runner.bridge.model_relay import ModelRelay, listen_address
@@ -45,6 +51,23 @@ MODEL_RESPONSE_TYPES = frozenset({events.MODEL_RESPONSE_HEAD, events.MODEL_RESPO
 
 class BadQuery(ValueError):
     """A `query` payload that is not `{"prompt": str, "options": {...}}`."""
+
+
+class BadBind(ValueError):
+    """A warm bridge's first command is not a `bind` carrying `{"env": {str: str}}`."""
+
+
+def parse_bind(payload: bytes) -> dict[str, str]:
+    try:
+        bind = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise BadBind(f"bind payload is not JSON: {exc}") from exc
+    env = bind.get("env") if isinstance(bind, dict) else None
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and "\0" not in k + v
+            for k, v in env.items()):
+        raise BadBind("bind payload must be an object with an `env` of strings")
+    return env
 
 
 def parse_query(payload: bytes) -> tuple[str, dict[str, Any]]:
@@ -191,9 +214,8 @@ class Bridge:
         await self.emit(events.ERROR, orjson.dumps({"error": message, "code": code}))
 
 
-async def serve(sock: socket.socket, agent: AgentBackend, backend: str,
-                relay: ModelRelay | None = None) -> int:
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                agent: AgentBackend, backend: str, relay: ModelRelay | None = None) -> int:
     bridge = Bridge(agent, writer, Path(os.environ.get("HOME") or Path.cwd()), relay)
     if relay is not None:
         relay.attach(bridge.emit)
@@ -205,6 +227,28 @@ async def serve(sock: socket.socket, agent: AgentBackend, backend: str,
     return await bridge.serve(reader)
 
 
+async def await_bind(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     environ: Mapping[str, str]) -> dict[str, str] | None:
+    """A warm bridge's wait for its session: load the backend's code, send `warm`, read
+    `bind`. Its variables join the environment (for the agent and every process it starts);
+    the environment to start with, or None when the runner hangs up first."""
+    preload_backend(environ.get("ASH_BACKEND") or DEFAULT_BACKEND)
+    try:
+        writer.write(encode_frame(events.WARM, b"{}"))
+        await writer.drain()
+        header = await reader.readexactly(HEADER_SIZE)
+        command = decode_body(await reader.readexactly(body_length(header)))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    except FrameError as exc:
+        raise BadBind(f"corrupt command stream: {exc}") from exc
+    if command.type != events.BIND:
+        raise BadBind(f"a warm bridge's first command must be `bind`, not {command.type!r}")
+    env = parse_bind(command.data)
+    os.environ.update(env)
+    return {**environ, **env}
+
+
 async def run(environ: Mapping[str, str]) -> int:
     try:
         fd = int(environ["ASH_BRIDGE_FD"])
@@ -212,6 +256,18 @@ async def run(environ: Mapping[str, str]) -> int:
     except (KeyError, ValueError, OSError) as exc:
         print(f"ash-bridge: ASH_BRIDGE_FD must name the runner's socket ({exc})", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    if environ.get(events.WARM_SLOT_ENV):
+        try:
+            bound = await await_bind(reader, writer, environ)
+        except BadBind as exc:
+            print(f"ash-bridge: {exc}", file=sys.stderr)
+            writer.close()
+            return EXIT_CONFIG_ERROR
+        if bound is None:
+            writer.close()
+            return 0
+        environ = bound
     backend = environ.get("ASH_BACKEND") or DEFAULT_BACKEND
     relay: ModelRelay | None = None
     try:
@@ -223,12 +279,12 @@ async def run(environ: Mapping[str, str]) -> int:
         await start_agent(agent)
     except (AgentLoadError, OSError) as exc:
         print(f"ash-bridge: {exc}", file=sys.stderr)
-        sock.close()
+        writer.close()
         if relay is not None:
             await relay.close()
         return EXIT_CONFIG_ERROR
     try:
-        return await serve(sock, agent, backend, relay)
+        return await serve(reader, writer, agent, backend, relay)
     finally:
         await close_agent(agent)
         if relay is not None:
