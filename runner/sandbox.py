@@ -292,6 +292,8 @@ def warm_env(spec: SandboxSpec, bridge_fd: int,
         "ASH_BACKEND": spec.backend,
         WARM_SLOT_ENV: spec.session_id,
     })
+    if TIMING:
+        env[wt.ENV] = "1"  # decided when the bridge starts, before any session binds it
     return env
 
 

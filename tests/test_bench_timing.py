@@ -20,6 +20,7 @@ from tests.conftest import create_session, deploy, make_agent_folder, make_clien
 from tests.gateway_process import GatewayProcess
 from tests.split_cluster import Cluster
 from tests.test_claude_backend import BOUNDED_MODEL_ENV
+from tests.test_warm_pool import pool_of, wait_for_pool
 from wire import timing as wt
 
 TIMING_ON = {wt.ENV: "1"}
@@ -286,6 +287,24 @@ def test_standalone_turn_logs_every_point_in_causal_order(tmp_path: Path) -> Non
     assert (result.complete, result.incomplete) == (1, 0)
     assert result.points == tuple(STANDALONE_POINTS) and result.ash_overhead is not None
 
+
+
+def test_a_session_served_from_the_warm_pool_logs_the_bridge_points_too(
+    tmp_path: Path,
+) -> None:
+    gateway = GatewayProcess(tmp_path / "data",
+                             extra_env={**TIMING_ON, "ASH_WARM_POOL": "1"}).start()
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "echo", make_agent_folder(tmp_path))
+            wait_for_pool(client, ready=1)
+            session = create_session(client, "echo")
+            assert pool_of(client)["served"] == 1
+            client_points = timed_turn(client, session["id"], "pooled-turn-1")
+    finally:
+        gateway.stop()
+    turn = bt.join([*bt.read_points([gateway.stderr_path]), *client_points])["pooled-turn-1"]
+    assert sorted(turn) == sorted(STANDALONE_POINTS)
 
 def test_claude_turn_points_follow_the_first_token_not_the_first_message(
         tmp_path: Path, stub: StubProcess) -> None:
