@@ -859,10 +859,14 @@ def make_agent(root: Path, settings: Settings) -> Path:
 async def open_target(config: str, root: Path, agent_dir: Path, max_sandboxes: int,
                       settings: Settings) -> tuple[Target, Pool]:
     turn_rpc = CONFIGS[config]
+    # No warm pool: every sandbox the bench counts is a session's, and creates/s is the
+    # cold rate (a pool of a few does not change a ladder of hundreds).
+    no_pool = ["--warm-pool", "0"]
     deployment = await asyncio.to_thread(
         start, config, root, turn_rpc,
+        gateway_args=no_pool if turn_rpc is None else [],
         runner_args=["--max-sandboxes", str(max_sandboxes),
-                     "--heartbeat-interval", f"{settings.heartbeat_interval:g}"])
+                     "--heartbeat-interval", f"{settings.heartbeat_interval:g}", *no_pool])
     processes = deployment.processes
     target = Target(deployment, processes[0].pid, processes[1].pid if turn_rpc else None,
                     root / config)
