@@ -273,11 +273,15 @@ class BwrapIsolation:
         """Mounted for the context (it may already be, by its sandbox)."""
         if not self._disks.has_image(sandbox_dir):
             raise SandboxGone(f"no workspace disk in {sandbox_dir}")
-        await asyncio.to_thread(self._disks.attach, sandbox_dir, 0)
+        # A live sandbox's disk is mounted: counting one more user needs no thread (a
+        # snapshot before every `done` would pay two thread hops for nothing).
+        if not self._disks.retain(sandbox_dir):
+            await asyncio.to_thread(self._disks.attach, sandbox_dir, 0)
         try:
             yield self._disks.workspace(sandbox_dir)
         finally:
-            await asyncio.to_thread(self._disks.detach, sandbox_dir)
+            if not self._disks.release(sandbox_dir):
+                await asyncio.to_thread(self._disks.detach, sandbox_dir)
 
     # sandboxes
 

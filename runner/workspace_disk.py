@@ -251,6 +251,35 @@ class WorkspaceDisks:
             self._mounted[workspace] = _Mounted(1)
             return existed
 
+    def retain(self, sandbox_dir: Path) -> bool:
+        """Count one more user of a workspace that is mounted already, without blocking:
+        False when it is not mounted, or another thread is mounting one (then `attach`,
+        which may block, is the way)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            mounted = self._mounted.get(self.workspace(sandbox_dir))
+            if mounted is None:
+                return False
+            mounted.refs += 1
+            return True
+        finally:
+            self._lock.release()
+
+    def release(self, sandbox_dir: Path) -> bool:
+        """Drop one user without blocking, unless it is the last (whose `detach` unmounts):
+        True when done."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            mounted = self._mounted.get(self.workspace(sandbox_dir))
+            if mounted is None or mounted.refs <= 1:
+                return mounted is None
+            mounted.refs -= 1
+            return True
+        finally:
+            self._lock.release()
+
     def detach(self, sandbox_dir: Path) -> None:
         """Drop one `attach`; the last one unmounts (the loop device frees itself)."""
         workspace = self.workspace(sandbox_dir)

@@ -3,10 +3,12 @@ removed with its session; an agent's limits reach its cgroup."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 
+from runner.workspace_disk import WorkspaceDisks
 from tests.conftest import make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
 from tests.sandbox_helpers import (
@@ -99,3 +101,18 @@ def test_a_workspace_made_without_sandbox_moves_onto_a_disk(tmp_path: Path) -> N
         assert run(client, sid, "cat notes.txt; id -u")["stdout"] == "moved\n1000\n"
         assert run(client, sid, "echo more >> notes.txt")["exitCode"] == 0
     assert (tmp_path / "data" / "sandboxes" / sid / "workspace.img").is_file()
+
+
+def test_a_mounted_workspace_is_shared_by_counting_without_a_thread(tmp_path: Path) -> None:
+    disks = WorkspaceDisks(tmp_path / "sandboxes", (os.getuid(), os.getgid()))
+    sandbox_dir = tmp_path / "sandboxes" / "s1"
+    assert not disks.retain(sandbox_dir), "nothing is mounted yet"
+    disks.attach(sandbox_dir, 16)
+    try:
+        assert disks.retain(sandbox_dir)
+        assert disks.release(sandbox_dir), "a user that is not the last leaves at once"
+        assert not disks.release(sandbox_dir), "the last user's detach unmounts"
+        assert os.path.ismount(disks.workspace(sandbox_dir))
+    finally:
+        disks.detach(sandbox_dir)
+    assert not os.path.ismount(disks.workspace(sandbox_dir))
