@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from runner.workspace_disk import WorkspaceDisks
+from runner.workspace_state import is_small, pack_workspace, restore_workspace
 from tests.conftest import make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
 from tests.sandbox_helpers import (
@@ -116,3 +117,29 @@ def test_a_mounted_workspace_is_shared_by_counting_without_a_thread(tmp_path: Pa
     finally:
         disks.detach(sandbox_dir)
     assert not os.path.ismount(disks.workspace(sandbox_dir))
+
+
+def test_a_workspace_is_small_until_it_holds_too_many_bytes_or_entries(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_bytes(b"x" * 100)
+    assert is_small(tmp_path, max_bytes=1000, max_entries=10)
+    (tmp_path / "notes" / "big.bin").write_bytes(b"x" * 2000)
+    assert not is_small(tmp_path, max_bytes=1000, max_entries=10)
+    assert not is_small(tmp_path, max_bytes=10_000, max_entries=2)
+
+
+def test_a_packed_workspace_restores_files_directories_and_links(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "notes" / "deeper").mkdir(parents=True)
+    (source / "notes" / "deeper" / "a.txt").write_text("alpha")
+    (source / "run.sh").write_text("echo hi")
+    (source / "run.sh").chmod(0o755)
+    (source / "link").symlink_to("notes/deeper/a.txt")
+    os.mkfifo(source / "pipe")
+    target = tmp_path / "target"
+    target.mkdir()
+    restore_workspace(target, pack_workspace(source))
+    assert (target / "notes" / "deeper" / "a.txt").read_text() == "alpha"
+    assert (target / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(target / "link") == "notes/deeper/a.txt"
+    assert not (target / "pipe").exists(), "a fifo is not part of a workspace's state"
