@@ -69,6 +69,8 @@ class StateStore:
         return None
 
     async def load(self, session_id: str) -> bytes | None:
+        if session_id not in self._generations and not self.path(session_id).exists():
+            return None  # a new session: no thread hop for nothing (a create waits on it)
         return await asyncio.to_thread(self.read, session_id)
 
     def delete(self, session_id: str) -> None:
