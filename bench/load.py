@@ -41,17 +41,14 @@ import contextlib
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -62,13 +59,13 @@ import h2.events
 import h2.settings
 import uvloop
 
+from bench import report
 from bench.deploy import API_KEY, Deployment, start
 from bench.stats import NoSamples, Summary, markdown_table, ms, summarize
 
 AGENT = "bench-load"
 CONFIGS = {"standalone": None, "runner": "session"}
 DEFAULT_LADDER = (1, 10, 50, 100, 200, 1000)
-RESULTS_DIR = Path(__file__).parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 CLIENT_BOUND_SHARE = 0.8
@@ -658,7 +655,7 @@ async def create_sessions(pool: Pool, target: Target, n: int, settings: Settings
     before = target.cpu()
     started = time.perf_counter()
     results = await bounded([create] * n, settings.create_concurrency,
-                            lambda k: progress(f"{step.config} N={n}: created {k}/{n}"))
+                            lambda k: PROGRESS.update(f"{step.config} N={n}: created {k}/{n}"))
     step.create_seconds = time.perf_counter() - started
     step.create_cpu = target.cpu().minus(before)
     step.created = len(ids)
@@ -697,7 +694,7 @@ async def stream_turns(pool: Pool, target: Target, ids: Sequence[str], settings:
         for number in range(settings.turns):
             samples.append(await turn(pool, session_id, f"load turn {number}", number))
             if len(samples) % max(1, total // 50) == 0:
-                progress(f"{step.config} N={len(ids)}: turns {len(samples)}/{total}")
+                PROGRESS.update(f"{step.config} N={len(ids)}: turns {len(samples)}/{total}")
 
     before = target.cpu()
     started = time.perf_counter()
@@ -725,13 +722,13 @@ async def end_sessions(pool: Pool, target: Target, ids: list[str], settings: Set
     if ids:
         await pool.grow(settings.create_concurrency)
         results = await bounded([lambda s=s: end(s) for s in ids], settings.create_concurrency,
-                                lambda k: progress(f"{step.config}: ended {k}/{len(ids)}"))
+                                lambda k: PROGRESS.update(f"{step.config}: ended {k}/{len(ids)}"))
         ids.clear()
         if (error := _first_error(results)) is not None:
             raise StepFailed("end", _error_text(error))
     deadline = time.monotonic() + wait_s
     while (left := len(target.sandbox_processes())) and time.monotonic() < deadline:
-        progress(f"{step.config}: {left} sandbox processes still exiting")
+        PROGRESS.update(f"{step.config}: {left} sandbox processes still exiting")
         await asyncio.sleep(0.5)
     step.end_seconds = time.perf_counter() - started
     if left:
@@ -810,7 +807,7 @@ async def measure_idle(url: str, target: Target, streams: int, sessions: int,
                 raise RuntimeError(f"GET stream: {stream.status}")
             result.opened = k + 1
             if result.opened % 500 == 0:
-                progress(f"{result.config}: {result.opened}/{streams} idle streams open")
+                PROGRESS.update(f"{result.config}: {result.opened}/{streams} idle streams open")
         result.open_seconds = time.perf_counter() - started
         await asyncio.sleep(2)
         result.rss_after_kib = vm_kib(target.gateway_pid, "VmRSS")
@@ -893,59 +890,8 @@ async def open_target(config: str, root: Path, agent_dir: Path, max_sandboxes: i
 
 
 # ---------------------------------------------------------------- report
-# machine_header, progress and write_results are this bench's own until bench/report.py
-# (branch `hop`) lands; they are meant to be swapped for it.
 
-
-def progress(text: str) -> None:
-    """One overwritten status line on stderr."""
-    sys.stderr.write(f"\r\033[K{text}" if text else "\r\033[K")
-    sys.stderr.flush()
-
-
-def _version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(module)
-    except PackageNotFoundError:
-        return "?"
-
-
-def machine_header() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kib = status_kib(Path("/proc/meminfo").read_text(), "MemTotal")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False, cwd=Path(__file__).parent).stdout.strip()
-    bwrap = shutil.which("bwrap")
-    bwrap_version = (subprocess.run([bwrap, "--version"], capture_output=True, text=True,
-                                    check=False).stdout.strip() if bwrap else "none")
-    return {
-        "host": platform.node(), "cpu": cpu, "cores": str(os.cpu_count()),
-        "memory": f"{memory_kib / 2**20:.1f} GiB", "kernel": platform.release(),
-        "python": platform.python_version(), "commit": commit or "?",
-        "versions": ", ".join(f"{name} {_version(name)}" for name in
-                              ("h2", "hypercorn", "grpcio", "uvloop")) + f", {bwrap_version}",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def write_results(payload: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
-    """bench/results/load-<timestamp>.json, and the same as load-latest.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"load-{stamp}.json"
-    text = json.dumps(payload, indent=2, default=_json_default)
-    path.write_text(text)
-    (directory / "load-latest.json").write_text(text)
-    return path
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, Summary):
-        return value.as_dict()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+PROGRESS = report.Progress()
 
 
 def step_json(step: StepResult) -> dict[str, Any]:
@@ -1042,7 +988,7 @@ async def run(args: argparse.Namespace, settings: Settings, root: Path) -> dict[
     idle: list[IdleResult] = []
     errors: list[str] = []
     for config in configs:
-        progress(f"{config}: starting")
+        PROGRESS.update(f"{config}: starting")
         try:
             target, pool = await open_target(config, root, agent_dir,
                                              max(args.ladder) + args.idle_sessions + 8, settings)
@@ -1062,7 +1008,7 @@ async def run(args: argparse.Namespace, settings: Settings, root: Path) -> dict[
         finally:
             pool.close()
             await asyncio.to_thread(target.deployment.stop)
-    progress("")
+    PROGRESS.done()
     return {"steps": steps, "idle": idle, "errors": errors}
 
 
@@ -1090,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat-interval", type=float, default=10.0,
                         help="the runner's heartbeat interval, s (its default: 10; the "
                         "gateway counts it lost after three missed)")
-    parser.add_argument("--json-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--json-dir", type=Path, default=report.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.turns < 1 or args.idle < 0 or args.idle_sessions < 1:
         parser.error("--turns and --idle-sessions must be at least 1, --idle at least 0")
@@ -1102,24 +1048,22 @@ def main(argv: list[str] | None = None) -> int:
                         stagger_ms=args.first_token_ms + args.tokens * args.token_interval_ms
                         if args.stagger_ms is None else args.stagger_ms)
     fd_limit = raise_fd_limit()
-    header = machine_header()
+    machine = report.machine()
     root = Path(tempfile.mkdtemp(prefix="ash-load-"))
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             outcome = runner.run(run(args, settings, root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    payload = {"bench": "load", "machine": header, "settings": asdict(settings),
+    payload = {"bench": "load", "machine": machine.as_dict(), "settings": asdict(settings),
                "ladder": args.ladder, "config": args.config, "fd_limit": fd_limit,
                "steps": [step_json(s) for s in outcome["steps"]],
                "idle": [asdict(r) | ({"kib_per_stream": r.kib_per_stream} if r.opened else {})
                         for r in outcome["idle"]],
                "errors": outcome["errors"]}
-    path = write_results(payload, args.json_dir)
-    print(f"# Load — {header['host']}: {header['cpu']}, {header['cores']} cores, "
-          f"{header['memory']}, kernel {header['kernel']}")
-    print(f"- Python {header['python']}, {header['versions']}, commit {header['commit']}, "
-          f"{header['date']}")
+    path = report.write_json(payload, "load", report.timestamp(), args.json_dir).path
+    print("# Load\n")
+    print("\n".join(machine.lines()))
     print(f"- mock agent: first token {settings.first_token_ms:g} ms, {settings.tokens} tokens "
           f"{settings.token_interval_ms:g} ms apart; {settings.turns} turns per session, "
           f"first turns spread over {settings.stagger_ms:g} ms; "

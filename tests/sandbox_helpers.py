@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,21 @@ def loop_devices_backed_by(image: Path) -> list[str]:
         if backing.read_text().strip().removesuffix(" (deleted)") == str(image):
             devices.append(backing.parent.parent.name)
     return devices
+
+
+POOL_WAIT = 60.0
+"""How long a warm pool may take to fill (sandboxes start one at a time)."""
+
+
+def pool_of(client: httpx.Client) -> dict[str, int]:
+    health = client.get("/health").json()
+    pool: dict[str, int] = health["warmPool"]
+    return pool
+
+
+def wait_for_pool(client: httpx.Client, ready: int) -> dict[str, int]:
+    deadline = time.monotonic() + POOL_WAIT
+    while (pool := pool_of(client))["ready"] < ready:
+        assert time.monotonic() < deadline, f"pool never had {ready} ready: {pool}"
+        time.sleep(0.05)
+    return pool

@@ -18,9 +18,9 @@ from bench.stats import NoSamples
 from runner import timing as rt
 from tests.conftest import create_session, deploy, make_agent_folder, make_client
 from tests.gateway_process import GatewayProcess
+from tests.sandbox_helpers import pool_of, wait_for_pool
 from tests.split_cluster import Cluster
 from tests.test_claude_backend import BOUNDED_MODEL_ENV
-from tests.test_warm_pool import pool_of, wait_for_pool
 from wire import timing as wt
 
 TIMING_ON = {wt.ENV: "1"}

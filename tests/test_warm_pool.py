@@ -29,7 +29,7 @@ from runner.warm_pool import DEFAULT_SIZE
 from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
 from tests.runner_fixtures import collect, make_agent, message_text
-from tests.sandbox_helpers import cgroup_dir, run, running_gateway
+from tests.sandbox_helpers import cgroup_dir, pool_of, run, running_gateway, wait_for_pool
 from tests.split_cluster import Cluster, RunnerProcess
 from tests.sse_client import reply_text
 from wire.events import DONE, WARM_SLOT_ENV
@@ -66,20 +66,6 @@ def warm_slots(owner: int) -> dict[str, list[int]]:
             if variable.startswith(needle):
                 slots.setdefault(variable[len(needle):].decode(), []).append(int(entry.name))
     return slots
-
-
-def pool_of(client: httpx.Client) -> dict[str, int]:
-    health = client.get("/health").json()
-    pool: dict[str, int] = health["warmPool"]
-    return pool
-
-
-def wait_for_pool(client: httpx.Client, ready: int) -> dict[str, int]:
-    deadline = time.monotonic() + WAIT
-    while (pool := pool_of(client))["ready"] < ready:
-        assert time.monotonic() < deadline, f"pool never had {ready} ready: {pool}"
-        time.sleep(0.05)
-    return pool
 
 
 def the_warm_slot(client: httpx.Client, owner: int) -> tuple[str, list[int]]:
