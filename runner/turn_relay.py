@@ -37,6 +37,10 @@ DETACHED_TIMEOUT = 300.0
 
 MAX_COALESCED = 64
 """Most events waiting for a stream's in-flight write (they go out as one message)."""
+MAX_COALESCED_BYTES = 1024 * 1024
+"""Most payload bytes one coalesced message carries beyond its first event: with a single
+event bounded by the bridge's frame cap, every message stays inside the gateway's gRPC
+receive limit (`runner.grpc_transport`) however large the events a burst holds."""
 
 Write = Callable[[pb.SessionEvent], Awaitable[None]]
 
@@ -66,16 +70,21 @@ class CoalescingWriter:
     def __init__(self, write: Callable[[pb.SessionEvent], Awaitable[None]]) -> None:
         self._write = write
         self._pending: list[pb.SessionEvent] = []
+        self._pending_bytes = 0
         self._in_flight: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
 
     async def put(self, message: pb.SessionEvent) -> None:
-        """Queue an event message; waits while `MAX_COALESCED` are already waiting."""
+        """Queue an event message; waits while `MAX_COALESCED` events or
+        `MAX_COALESCED_BYTES` are already waiting."""
         self._raise_failure()
         self._pending.append(message)
+        self._pending_bytes += len(message.data)
         if self._in_flight is None:
             self._start()
-        while len(self._pending) >= MAX_COALESCED and self._in_flight is not None:
+        while self._in_flight is not None and (
+                len(self._pending) >= MAX_COALESCED
+                or self._pending_bytes >= MAX_COALESCED_BYTES):
             await asyncio.wait({self._in_flight})
             self._raise_failure()
 
@@ -91,10 +100,17 @@ class CoalescingWriter:
         self._raise_failure()
 
     def _start(self) -> None:
-        first, *more = self._pending
-        self._pending = []
-        if more:
-            first.more.extend(pb.Event(type=m.type, data=m.data) for m in more)
+        """Write the first waiting event with as many of the next as fit in one message."""
+        pending = self._pending
+        first = pending[0]
+        taken, size = 1, 0
+        while taken < len(pending) and size + len(pending[taken].data) <= MAX_COALESCED_BYTES:
+            size += len(pending[taken].data)
+            taken += 1
+        if taken > 1:
+            first.more.extend(pb.Event(type=m.type, data=m.data) for m in pending[1:taken])
+        self._pending = pending[taken:]
+        self._pending_bytes -= len(first.data) + size
         self._in_flight = asyncio.ensure_future(self._write(first))
         self._in_flight.add_done_callback(self._written)
 

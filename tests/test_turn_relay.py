@@ -157,3 +157,28 @@ async def test_every_turns_first_event_is_written_by_the_turn_itself_not_a_write
     await second_turn
     assert writers[1] is first_turn
     assert writers[5] is second_turn, "the second turn's first event waited for a writer task"
+
+
+async def test_a_burst_of_large_events_is_coalesced_into_messages_of_bounded_size() -> None:
+    written: list[pb.SessionEvent] = []
+    release = asyncio.Event()
+
+    async def slow_write(message: pb.SessionEvent) -> None:
+        written.append(message)
+        await release.wait()
+
+    writer = turn_relay.CoalescingWriter(slow_write)
+    payload = b'"' + b"x" * (400 * 1024) + b'"'
+    puts = asyncio.gather(*(
+        writer.put(pb.SessionEvent(type="text_delta", data=payload, seq_hint=hint))
+        for hint in range(1, 21)))
+    await asyncio.sleep(0)
+    release.set()
+    await puts
+    await writer.flush()
+
+    beyond_first = [sum(len(more.data) for more in message.more) for message in written]
+    assert max(beyond_first) <= turn_relay.MAX_COALESCED_BYTES
+    hints = [hint for message in written
+             for hint in range(message.seq_hint, message.seq_hint + 1 + len(message.more))]
+    assert hints == list(range(1, 21))
