@@ -18,10 +18,13 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from runner.backend import BackendError
-from runner.safe_walk import DIR_FLAGS, FileContent, SafeWalk, WalkLimits
+from runner.safe_walk import DIR_FLAGS, SNAPSHOT_LIMITS, FileContent, SafeWalk, WalkLimits
 
 log = logging.getLogger("ash.runner")
 
+SNAPSHOT_DEADLINE = SNAPSHOT_LIMITS.time_budget + 5.0
+"""Seconds a whole snapshot may take: the walk's time budget (it stops itself there), plus
+room for mounting the workspace; it also ends the wait for a walk stuck in a system call."""
 COPY_BUFFER = 1024 * 1024
 """Bytes read per `read` of a big file (tarfile's default is 16 KiB)."""
 
