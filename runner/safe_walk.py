@@ -13,7 +13,8 @@ nothing by path:
 * every entry is `lstat`ed relative to its parent's descriptor; symlinks are reported as
   links (their text read with `readlinkat`), never followed;
 * a regular file is opened `O_NOFOLLOW|O_NONBLOCK` relative to its parent (a FIFO swapped in
-  cannot block the open), and the open file is checked (`fstat`) to be the entry listed;
+  cannot block the open), and the open file is checked (`fstat`) to be the entry listed, on
+  the root's device;
 * FIFOs, sockets and devices are left out;
 * an entry that changed between listing and opening is left out and logged.
 
@@ -133,13 +134,14 @@ class SafeWalk:
         self.entries = 0
         self.bytes = 0
         self._deadline = 0.0
+        self._device = -1
 
     def __iter__(self) -> Iterator[Entry]:
         self._deadline = time.monotonic() + self.limits.time_budget
         root_fd = os.open(self.root, DIR_FLAGS)
         stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
         try:
-            device = os.fstat(root_fd).st_dev
+            self._device = os.fstat(root_fd).st_dev
             stack.append((root_fd, "", self._listing(root_fd)))
             while stack:
                 fd, prefix, listing = stack[-1]
@@ -155,7 +157,7 @@ class SafeWalk:
                 if not entry.is_dir:
                     yield entry
                     continue
-                child = self._open_dir(entry, device)
+                child = self._open_dir(entry)
                 if child is None:
                     continue
                 try:
@@ -202,7 +204,7 @@ class SafeWalk:
             return Entry(path, item.name, fd, st)
         return None  # a FIFO, socket or device is no part of a workspace
 
-    def _open_dir(self, entry: Entry, device: int) -> int | None:
+    def _open_dir(self, entry: Entry) -> int | None:
         try:
             child = os.open(entry.name, DIR_FLAGS, dir_fd=entry.parent_fd)
         except OSError as exc:
@@ -212,7 +214,7 @@ class SafeWalk:
                 return None
             raise
         opened = os.fstat(child)
-        if not same_file(opened, entry.st) or opened.st_dev != device:
+        if not same_file(opened, entry.st) or opened.st_dev != self._device:
             os.close(child)
             log.warning("walk of %s: %s is not the directory listed (swapped, or another "
                         "mount); left out", self.root, entry.path)
@@ -232,9 +234,9 @@ class SafeWalk:
             raise
         try:
             opened = os.fstat(fd)
-            if not same_file(opened, entry.st):
-                log.warning("walk of %s: %s is not the file listed (swapped); left out",
-                            self.root, entry.path)
+            if not same_file(opened, entry.st) or opened.st_dev != self._device:
+                log.warning("walk of %s: %s is not the file listed (swapped, or a mount); "
+                            "left out", self.root, entry.path)
                 os.close(fd)
                 return None
             self.count_bytes(opened.st_size)

@@ -331,6 +331,25 @@ def test_a_mount_inside_the_workspace_is_not_walked(tmp_path: Path) -> None:
     assert packed["d/inside.txt"][1] == b"mine"
 
 
+def test_a_file_mounted_into_the_workspace_is_not_read(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (workspace / "mounted.txt").write_text("covered")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(elsewhere)], check=True)
+    try:
+        (elsewhere / "host.txt").write_text("another filesystem's file")
+        subprocess.run(["mount", "--bind", str(elsewhere / "host.txt"),
+                        str(workspace / "mounted.txt")], check=True)
+        try:
+            packed = members(pack_workspace(workspace))
+        finally:
+            subprocess.run(["umount", str(workspace / "mounted.txt")], check=True)
+    finally:
+        subprocess.run(["umount", str(elsewhere)], check=True)
+    assert "mounted.txt" not in packed and packed["z.txt"][1] == b"last"
+
+
 class ResizeAfterOpen(SafeWalk):
     """Changes `f`'s size once it is open, before its content is read."""
 
