@@ -69,8 +69,9 @@ while time.monotonic() < end:
         exchange(a, b)
 """
 """Run by the agent in its sandbox: swap `d` for a symlink to the canary's directory, to the
-host's /etc or to its / (as the runner, in the host's namespaces, resolves them) and back, and `f` for one to the canary file,
-atomically (renameat2 RENAME_EXCHANGE), as fast as it can."""
+host's /etc or to its / (as the runner, in the host's namespaces, resolves them) and back,
+and `f` for one to the canary file, atomically (renameat2 RENAME_EXCHANGE), as fast as it
+can."""
 
 RACE_NAMES = {"d", "d/inside.txt", "f", "fl", "l0", "l0/inside.txt", "l1", "l1/inside.txt",
               "l2", "l2/inside.txt", "race.py", "ready"}
