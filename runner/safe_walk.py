@@ -114,10 +114,6 @@ class Entry:
     def is_file(self) -> bool:
         return stat.S_ISREG(self.st.st_mode)
 
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.st.st_mode)
-
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino, stat.S_IFMT(a.st_mode)) == (
@@ -139,10 +135,13 @@ class SafeWalk:
     def __iter__(self) -> Iterator[Entry]:
         self._deadline = time.monotonic() + self.limits.time_budget
         root_fd = os.open(self.root, DIR_FLAGS)
-        stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
         try:
             self._device = os.fstat(root_fd).st_dev
-            stack.append((root_fd, "", self._listing(root_fd)))
+            stack = [(root_fd, "", self._listing(root_fd))]
+        except BaseException:
+            os.close(root_fd)
+            raise
+        try:
             while stack:
                 fd, prefix, listing = stack[-1]
                 item = next(listing, None)
