@@ -33,7 +33,7 @@ from runner.isolation import create_isolation
 from runner.local import LocalBackend
 from runner.safe_walk import MAX_BYTES, Entry, SafeWalk, WalkLimitError, WalkLimits
 from runner.sandbox import BridgeSettings
-from runner.workspace_state import pack_workspace, restore_workspace
+from runner.workspace_state import is_small, pack_workspace, restore_workspace
 from tests.runner_fixtures import make_agent
 from tests.sandbox_helpers import PYTHON
 
@@ -410,6 +410,19 @@ def test_a_pack_past_its_time_budget_fails_with_a_clear_error(tmp_path: Path) ->
     with pytest.raises(WalkLimitError, match=r"took longer than 0\.05 s"):
         pack_workspace(workspace, WalkLimits(time_budget=0.05))
     assert time.monotonic() - started < 1
+
+
+def test_a_walk_stopped_early_or_failed_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    (workspace / "/".join(["deep"] * 10)).mkdir(parents=True)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert not is_small(workspace, max_entries=3)
+        with pytest.raises(WalkLimitError):
+            pack_workspace(workspace, WalkLimits(max_depth=5))
+        with pytest.raises(WalkLimitError):
+            pack_workspace(workspace, WalkLimits(max_bytes=10))
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_limits_come_from_the_environment_and_bad_values_are_refused() -> None:
