@@ -241,7 +241,7 @@ class BwrapIsolation:
         if (state is None and not self._disks.has_image(sandbox_dir) and workspace.is_dir()
                 and not os.path.ismount(workspace) and any(workspace.iterdir())):
             state = pack_workspace(workspace)  # made with --sandbox=none: move it onto a disk
-            shutil.rmtree(workspace)
+            shutil.rmtree(workspace)  # descriptor-based: follows no link (avoids_symlink_attacks)
         existed = self._disks.attach(sandbox_dir, disk_mb, fresh=state is not None)
         if state is None:
             return existed

@@ -56,7 +56,7 @@ from runner.sandbox import (
 )
 from runner.timing import TIMING
 from runner.warm_pool import AGENT_DIR, WarmPool, WarmSandbox
-from runner.workspace_state import is_small, pack_workspace
+from runner.workspace_state import SNAPSHOT_DEADLINE, is_small, pack_workspace
 from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
 from wire import events
 from wire import timing as wt
@@ -404,9 +404,14 @@ class LocalBackend:
     # state
 
     async def snapshot(self, session_id: str) -> bytes:
+        """The session's workspace as a tar (`pack_workspace`: never redirected by the
+        agent's links, bounded in entries, bytes, depth and time). The walk stops itself
+        at its time budget; SNAPSHOT_DEADLINE, a little later, also covers mounting the
+        workspace and a walk stuck in a system call."""
         sandbox_dir = self.sandbox_dir(session_id)
         try:
-            async with self._isolation.workspace(sandbox_dir) as workspace:
+            async with asyncio.timeout(SNAPSHOT_DEADLINE), \
+                    self._isolation.workspace(sandbox_dir) as workspace:
                 if not workspace.is_dir():
                     raise SandboxGone(f"session {session_id} has no workspace here")
                 if is_small(workspace):
@@ -414,6 +419,9 @@ class LocalBackend:
                     # thread and back, which waits for the GIL (~2 ms measured here).
                     return pack_workspace(workspace)
                 return await asyncio.to_thread(pack_workspace, workspace)
+        except TimeoutError:
+            raise BackendError(f"snapshot of session {session_id} took longer than "
+                               f"{SNAPSHOT_DEADLINE:g} s") from None
         except OSError as exc:
             raise BackendError(f"snapshot of session {session_id} failed: {exc}") from exc
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import mountinfo
+from runner.safe_walk import SafeWalk
 
 IMAGE_FILE = "workspace.img"
 WORKSPACE_DIR = "workspace"
@@ -311,6 +312,8 @@ class WorkspaceDisks:
         with self._lock:
             if self._mounted.pop(workspace, None) is not None or os.path.ismount(workspace):
                 _umount(workspace)
+        # rmtree is descriptor-based on Linux (shutil.rmtree.avoids_symlink_attacks): a link
+        # left in the directory is removed, never followed.
         shutil.rmtree(sandbox_dir, ignore_errors=True)
 
     def is_mounted(self, sandbox_dir: Path) -> bool:
@@ -395,8 +398,10 @@ class WorkspaceDisks:
 
 
 def chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give everything under `root` (links themselves, not their targets) to uid:gid."""
+    """Give everything under `root` (links themselves, not their targets) to uid:gid.
+
+    Through the walk's directory descriptors (`runner.safe_walk`), like every host-side walk
+    of a workspace: no path is resolved again, so no link met on the way is followed."""
     os.lchown(root, uid, gid)
-    for directory, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
-            os.lchown(os.path.join(directory, name), uid, gid)
+    for entry in SafeWalk(root):
+        os.chown(entry.name, uid, gid, dir_fd=entry.parent_fd, follow_symlinks=False)
