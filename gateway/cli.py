@@ -24,7 +24,7 @@ from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
-from runner.backend import Backend
+from runner.backend import DEFAULT_MAX_SANDBOXES, MAX_SANDBOXES_ENV, Backend
 from runner.isolation import (
     DEFAULT_MODE,
     NONE_WARNING,
@@ -62,6 +62,8 @@ class GatewayConfig:
     """The HTTP server that runs the app: hypercorn, or granian (see docs/servers.md)."""
     warm_pool: int = 0
     """Standalone mode: sandboxes kept started ahead of their sessions."""
+    max_sandboxes: int = DEFAULT_MAX_SANDBOXES
+    """Standalone mode: most live sandboxes at once, warm-pool ones included."""
 
 
 def _env_flag(name: str) -> bool:
@@ -109,8 +111,15 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
     add_warm_pool_argument(parser)
+    parser.add_argument("--max-sandboxes", type=int,
+                        default=int(env(MAX_SANDBOXES_ENV, str(DEFAULT_MAX_SANDBOXES))),
+                        help="standalone mode: most live sandboxes at once, warm-pool ones "
+                        "included; a session create beyond it gets 503 "
+                        f"({MAX_SANDBOXES_ENV}, default {DEFAULT_MAX_SANDBOXES})")
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.max_sandboxes < 1:
+        parser.error("--max-sandboxes must be at least 1")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
@@ -127,7 +136,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         coordinator=coordinator_cli.settings_from_args(args, parser)
         if args.mode == "coordinator" else None,
         sandbox=args.sandbox, server=args.server,
-        warm_pool=args.warm_pool,
+        warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
     )
 
 
@@ -142,7 +151,7 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,
                           isolation=create_isolation(config.sandbox, config.data_dir),
-                          warm_pool=config.warm_pool))
+                          warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
     if isinstance(backend, Coordinator):
