@@ -64,6 +64,8 @@ class GatewayConfig:
     """Standalone mode: sandboxes kept started ahead of their sessions."""
     max_sandboxes: int = DEFAULT_MAX_SANDBOXES
     """Standalone mode: most live sandboxes at once, warm-pool ones included."""
+    request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
+    request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
 
 
 def _env_flag(name: str) -> bool:
@@ -99,6 +101,18 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         default=float(env("ASH_KEEPALIVE_INTERVAL", "15")),
                         help="seconds between keep-alive comments on an idle SSE stream "
                         "(ASH_KEEPALIVE_INTERVAL, default 15)")
+    parser.add_argument("--request-head-timeout", type=float,
+                        default=float(env("ASH_REQUEST_HEAD_TIMEOUT",
+                                          str(servers.REQUEST_HEAD_TIMEOUT))),
+                        help="seconds an HTTP/1.1 request head may take from its first byte; "
+                        "then 408 and the connection closes (ASH_REQUEST_HEAD_TIMEOUT, "
+                        f"default {servers.REQUEST_HEAD_TIMEOUT:g})")
+    parser.add_argument("--request-body-timeout", type=float,
+                        default=float(env("ASH_REQUEST_BODY_TIMEOUT",
+                                          str(servers.REQUEST_BODY_TIMEOUT))),
+                        help="seconds an HTTP/1.1 request body may pause; then the connection "
+                        "closes (ASH_REQUEST_BODY_TIMEOUT, default "
+                        f"{servers.REQUEST_BODY_TIMEOUT:g})")
     parser.add_argument("--event-retention-days", type=float,
                         default=float(env("ASH_EVENT_RETENTION_DAYS", "7")),
                         help="keep an ended session's event log this long "
@@ -120,6 +134,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     args = parser.parse_args(argv)
     if args.max_sandboxes < 1:
         parser.error("--max-sandboxes must be at least 1")
+    for flag, value in (("--request-head-timeout", args.request_head_timeout),
+                        ("--request-body-timeout", args.request_body_timeout)):
+        if not 0 < value <= 3600:
+            parser.error(f"{flag} must be a number of seconds in (0, 3600]")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
@@ -137,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         if args.mode == "coordinator" else None,
         sandbox=args.sandbox, server=args.server,
         warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
+        request_head_timeout=args.request_head_timeout,
+        request_body_timeout=args.request_body_timeout,
     )
 
 
@@ -231,7 +251,9 @@ async def serve(config: GatewayConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     options = ServeOptions(log_level=config.log_level, certfile=config.certfile,
-                           keyfile=config.keyfile)
+                           keyfile=config.keyfile,
+                           request_head_timeout=config.request_head_timeout,
+                           request_body_timeout=config.request_body_timeout)
     await servers.load(config.server)(app, sock, options, stop)
 
 
