@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import h2.config
@@ -28,7 +29,7 @@ from hyperframe.frame import (
 
 from tests.conftest import create_session, deploy, make_agent_folder, make_client
 from tests.gateway_process import GatewayProcess
-from tests.sandbox_helpers import module_gateway
+from tests.sandbox_helpers import module_gateway, running_gateway
 
 DEADLINE = 1.0
 CLOSE_BOUND = 10.0
@@ -270,3 +271,16 @@ def test_an_http2_control_frame_flood_gets_goaway_and_others_are_served(
     finally:
         flood.stop()
 
+
+
+def test_granian_closes_a_trickled_request_head(tmp_path: Path) -> None:
+    """Under --server granian the head deadline is granian's own (HTTP1Settings): the
+    connection closes (granian sends no 408); its body pauses and HTTP/2 control frames
+    have no bound there (docs/servers.md)."""
+    with running_gateway(tmp_path / "data", extra_args=[
+            "--server", "granian", "--request-head-timeout", str(DEADLINE)]) as granian:
+        with connect(granian) as sock:
+            sock.sendall(request_head(granian, "GET", "/health")[:5])
+            answer, waited = read_to_close(sock, CLOSE_BOUND)
+    print(f"\ngranian, trickled head: closed after {waited:.2f} s: {answer[:40]!r}")
+    assert b"200 OK" not in answer
