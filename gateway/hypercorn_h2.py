@@ -36,11 +36,12 @@ And two bounds hypercorn lacks, against clients that cost much and ask nothing:
 5. **Control-frame floods.** A peer may send SETTINGS, PING, PRIORITY, RST_STREAM,
    WINDOW_UPDATE, empty DATA or unknown frames as fast as it can; each one costs the
    event loop (and every other client on it) work, and asks for no response. Each
-   connection gets a budget per second (`CONTROL_FRAMES_PER_SECOND`, and a larger one,
-   `WINDOW_UPDATES_PER_SECOND`, for WINDOW_UPDATE, which a reader of fast streams
-   sends for every few frames it takes); beyond it the connection is closed with
-   GOAWAY ENHANCE_YOUR_CALM. Request floods (rapid reset) cost a HEADERS frame each
-   and are bounded by the stream limit; RST_STREAM counts in the budget too.
+   connection gets a budget per second (`CONTROL_FRAMES_PER_SECOND`, and for
+   WINDOW_UPDATE, which a reader sends as it takes our DATA, `WINDOW_UPDATES_PER_SECOND`
+   plus two per DATA frame sent to it); beyond it the connection gets GOAWAY
+   ENHANCE_YOUR_CALM and is closed a second later (`CALM_LINGER`). A request flood
+   (rapid reset) costs a HEADERS frame each and is bounded by the stream limit; its
+   RST_STREAM frames count in the budget too.
 6. **No deadline for a request's head or body (HTTP/1.1).** hypercorn's only bound on
    a request head that trickles in is its keep-alive timeout (75 s here) and on a body
    none at all; `read_timeout` would also cut an SSE client, which sends nothing while
@@ -77,9 +78,10 @@ from gateway.servers import REQUEST_BODY_TIMEOUT, REQUEST_HEAD_TIMEOUT
 CONTROL_FRAMES_PER_SECOND = 1_000
 """SETTINGS, PING, PRIORITY, RST_STREAM, empty DATA and unknown frames a connection may
 send per second; a browser or SDK sends a handful."""
-WINDOW_UPDATES_PER_SECOND = 20_000
-"""WINDOW_UPDATE frames a connection may send per second (one per stream and one for the
-connection for every batch of DATA it reads: a reader of many fast streams sends many)."""
+WINDOW_UPDATES_PER_SECOND = 10_000
+"""WINDOW_UPDATE frames a connection may send per second beyond two for each DATA frame
+sent to it this second and the last (a reader returns credit for the stream and for the
+connection as it reads: one of many fast streams sends many)."""
 _CONTROL_EVENTS = (h2.events.RemoteSettingsChanged, h2.events.SettingsAcknowledged,
                    h2.events.PingReceived, h2.events.PingAckReceived,
                    h2.events.PriorityUpdated, h2.events.StreamReset,
@@ -111,6 +113,10 @@ class AshH2Protocol(H2Protocol):
         self._budget_started = 0.0
         self._control_frames = 0
         self._window_updates = 0
+        self._data_sent = 0
+        """DATA frames sent this second (at most: a send attempt counts)."""
+        self._data_sent_before = 0
+        """... and in the second before it."""
 
     async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, (Body, Data)) and event.data and self._send_now(event):
@@ -133,7 +139,12 @@ class AshH2Protocol(H2Protocol):
             connection.send_data(event.stream_id, event.data)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return False
+        self._data_sent += 1
         return True
+
+    async def _send_data(self, stream_id: int) -> None:
+        self._data_sent += 1
+        await super()._send_data(stream_id)
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         if self._over_budget(events):
@@ -175,12 +186,16 @@ class AshH2Protocol(H2Protocol):
             return False
         now = asyncio.get_running_loop().time()
         if now - self._budget_started >= 1.0:
+            last_second = now - self._budget_started < 2.0
             self._budget_started = now
             self._control_frames = self._window_updates = 0
+            self._data_sent_before = self._data_sent if last_second else 0
+            self._data_sent = 0
         self._control_frames += control
         self._window_updates += updates
+        credit = 2 * (self._data_sent + self._data_sent_before)
         return (self._control_frames > CONTROL_FRAMES_PER_SECOND
-                or self._window_updates > WINDOW_UPDATES_PER_SECOND)
+                or self._window_updates > WINDOW_UPDATES_PER_SECOND + credit)
 
     async def _close_stream(self, stream_id: int) -> None:
         await super()._close_stream(stream_id)

@@ -27,6 +27,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from bench.h2_client import RawH2Client
 from tests.conftest import create_session, deploy, make_agent_folder, make_client
 from tests.gateway_process import GatewayProcess
 from tests.sandbox_helpers import module_gateway, running_gateway
@@ -284,3 +285,24 @@ def test_granian_closes_a_trickled_request_head(tmp_path: Path) -> None:
             answer, waited = read_to_close(sock, CLOSE_BOUND)
     print(f"\ngranian, trickled head: closed after {waited:.2f} s: {answer[:40]!r}")
     assert b"200 OK" not in answer
+
+
+def test_a_fast_reader_returning_credit_for_every_frame_keeps_its_connection(
+    gateway: GatewayProcess, client: httpx.Client, tmp_path: Path,
+) -> None:
+    """A WINDOW_UPDATE per stream and per connection for each DATA frame (what h2 clients
+    send as they read) is within the budget however fast the events come."""
+    deploy(client, "fast", make_agent_folder(tmp_path, "fast"))
+    session_id = create_session(client, "fast")["id"]
+    raw = RawH2Client(gateway.url, timeout=60)
+    try:
+        stream = raw.request(
+            "POST", f"/api/sessions/{session_id}/messages",
+            headers=[("authorization", f"Bearer {gateway.api_key}"),
+                     ("content-type", "application/json")],
+            body=b'{"content": "fast", "options": {"tokens": 20000}}')
+        body = bytes(raw.wait_response(stream).body)
+        assert body.count(b"event: text_delta") == 20_000
+        assert not raw.terminated
+    finally:
+        raw.close()
