@@ -861,7 +861,8 @@ async def open_target(config: str, root: Path, agent_dir: Path, max_sandboxes: i
     no_pool = ["--warm-pool", "0"]
     deployment = await asyncio.to_thread(
         start, config, root, turn_rpc,
-        gateway_args=no_pool if turn_rpc is None else [],
+        gateway_args=[*no_pool, "--max-sandboxes", str(max_sandboxes)]
+        if turn_rpc is None else [],
         runner_args=["--max-sandboxes", str(max_sandboxes),
                      "--heartbeat-interval", f"{settings.heartbeat_interval:g}", *no_pool])
     processes = deployment.processes

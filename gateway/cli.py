@@ -24,7 +24,7 @@ from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
-from runner.backend import Backend
+from runner.backend import DEFAULT_MAX_SANDBOXES, MAX_SANDBOXES_ENV, Backend
 from runner.isolation import (
     DEFAULT_MODE,
     NONE_WARNING,
@@ -62,6 +62,10 @@ class GatewayConfig:
     """The HTTP server that runs the app: hypercorn, or granian (see docs/servers.md)."""
     warm_pool: int = 0
     """Standalone mode: sandboxes kept started ahead of their sessions."""
+    max_sandboxes: int = DEFAULT_MAX_SANDBOXES
+    """Standalone mode: most live sandboxes at once, warm-pool ones included."""
+    request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
+    request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
 
 
 def _env_flag(name: str) -> bool:
@@ -97,6 +101,18 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         default=float(env("ASH_KEEPALIVE_INTERVAL", "15")),
                         help="seconds between keep-alive comments on an idle SSE stream "
                         "(ASH_KEEPALIVE_INTERVAL, default 15)")
+    parser.add_argument("--request-head-timeout", type=float,
+                        default=float(env("ASH_REQUEST_HEAD_TIMEOUT",
+                                          str(servers.REQUEST_HEAD_TIMEOUT))),
+                        help="seconds an HTTP/1.1 request head may take from its first byte; "
+                        "then 408 and the connection closes (ASH_REQUEST_HEAD_TIMEOUT, "
+                        f"default {servers.REQUEST_HEAD_TIMEOUT:g})")
+    parser.add_argument("--request-body-timeout", type=float,
+                        default=float(env("ASH_REQUEST_BODY_TIMEOUT",
+                                          str(servers.REQUEST_BODY_TIMEOUT))),
+                        help="seconds an HTTP/1.1 request body may pause; then the connection "
+                        "closes (ASH_REQUEST_BODY_TIMEOUT, default "
+                        f"{servers.REQUEST_BODY_TIMEOUT:g})")
     parser.add_argument("--event-retention-days", type=float,
                         default=float(env("ASH_EVENT_RETENTION_DAYS", "7")),
                         help="keep an ended session's event log this long "
@@ -109,8 +125,19 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
     add_warm_pool_argument(parser)
+    parser.add_argument("--max-sandboxes", type=int,
+                        default=int(env(MAX_SANDBOXES_ENV, str(DEFAULT_MAX_SANDBOXES))),
+                        help="standalone mode: most live sandboxes at once, warm-pool ones "
+                        "included; a session create beyond it gets 503 "
+                        f"({MAX_SANDBOXES_ENV}, default {DEFAULT_MAX_SANDBOXES})")
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.max_sandboxes < 1:
+        parser.error("--max-sandboxes must be at least 1")
+    for flag, value in (("--request-head-timeout", args.request_head_timeout),
+                        ("--request-body-timeout", args.request_body_timeout)):
+        if not 0 < value <= 3600:
+            parser.error(f"{flag} must be a number of seconds in (0, 3600]")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
@@ -127,7 +154,9 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         coordinator=coordinator_cli.settings_from_args(args, parser)
         if args.mode == "coordinator" else None,
         sandbox=args.sandbox, server=args.server,
-        warm_pool=args.warm_pool,
+        warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
+        request_head_timeout=args.request_head_timeout,
+        request_body_timeout=args.request_body_timeout,
     )
 
 
@@ -142,7 +171,7 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,
                           isolation=create_isolation(config.sandbox, config.data_dir),
-                          warm_pool=config.warm_pool))
+                          warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log)
     if isinstance(backend, Coordinator):
@@ -222,7 +251,9 @@ async def serve(config: GatewayConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     options = ServeOptions(log_level=config.log_level, certfile=config.certfile,
-                           keyfile=config.keyfile)
+                           keyfile=config.keyfile,
+                           request_head_timeout=config.request_head_timeout,
+                           request_body_timeout=config.request_body_timeout)
     await servers.load(config.server)(app, sock, options, stop)
 
 

@@ -38,7 +38,12 @@ from runner.backend import (
     SandboxGone,
     SandboxInfo,
 )
-from runner.grpc_transport import SERVER_OPTIONS, add_listener, join_address
+from runner.grpc_transport import (
+    REGISTRY_MAX_MESSAGE_BYTES,
+    add_listener,
+    join_address,
+    server_options,
+)
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
 from wire.events import Event
@@ -67,6 +72,8 @@ class CoordinatorSettings:
     state_max_bytes: int = DEFAULT_MAX_BYTES
     state_fsync: bool = False
     turn_rpc: str = TURN_RPC_SESSION
+    grpc_max_message_bytes: int = REGISTRY_MAX_MESSAGE_BYTES
+    """The registry listener's receive limit (its messages are small)."""
     gateway_id: str = "ash-gateway"
 
 
@@ -95,7 +102,7 @@ class Coordinator:
         """Open the registry's gRPC listener and start the liveness sweep; its address."""
         settings = self._settings
         server = grpc.aio.server(interceptors=[SecretCheck(settings.secret)],
-                                 options=SERVER_OPTIONS)
+                                 options=server_options(settings.grpc_max_message_bytes))
         pb_grpc.add_RunnerRegistryServicer_to_server(self.registry, server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)

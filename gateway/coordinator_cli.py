@@ -8,7 +8,12 @@ import os
 from gateway.coordinator import CoordinatorSettings
 from gateway.remote_backend import TURN_RPCS
 from gateway.state_store import DEFAULT_MAX_BYTES
-from runner.grpc_transport import add_tls_arguments, check_tls_arguments
+from runner.grpc_transport import (
+    REGISTRY_MAX_MESSAGE_BYTES,
+    add_message_limit_argument,
+    add_tls_arguments,
+    check_tls_arguments,
+)
 from wire.internal_auth import SECRET_ENV
 
 DEFAULT_GRPC_PORT = 4101
@@ -28,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="its port, 0 for any free port (ASH_GRPC_PORT, "
                        f"default {DEFAULT_GRPC_PORT})")
     add_tls_arguments(group, listener="the registry listener", peer="the runners'")
+    add_message_limit_argument(group, REGISTRY_MAX_MESSAGE_BYTES,
+                               "a runner's Register (its session ids) and Heartbeat")
     group.add_argument("--heartbeat-interval", type=float,
                        default=float(env("ASH_HEARTBEAT_INTERVAL", "10")),
                        help="heartbeat interval for runners that ask for none, seconds; a "
@@ -58,9 +65,12 @@ def settings_from_args(args: argparse.Namespace,
         parser.error("--heartbeat-interval must be at least 0.1 seconds")
     if args.state_max_bytes < 1:
         parser.error("--state-max-bytes must be positive")
+    if args.grpc_max_message_bytes < 1:
+        parser.error("--grpc-max-message-bytes must be positive")
     return CoordinatorSettings(
         secret=secret, grpc_host=args.grpc_host or args.host, grpc_port=args.grpc_port,
         certfile=args.grpc_certfile, keyfile=args.grpc_keyfile, cafile=args.grpc_cafile,
         heartbeat_interval=args.heartbeat_interval, state_max_bytes=args.state_max_bytes,
         state_fsync=args.state_fsync, turn_rpc=args.turn_rpc,
+        grpc_max_message_bytes=args.grpc_max_message_bytes,
     )

@@ -1,4 +1,4 @@
-"""Our fixes to hypercorn's HTTP/2 protocol, kept in this one module.
+"""Our fixes to hypercorn's HTTP/2 and HTTP/1.1 protocols, kept in this one module.
 
 hypercorn 0.18 gets three things wrong that matter for long SSE streams; see
 docs/hypercorn-h2-flow-control.md for the upstream report.
@@ -31,23 +31,66 @@ empty and whose flow-control window has room for it now goes out at once, from
 the writing task; anything else takes the buffered path as before, so flow
 control and ordering are unchanged.
 
+And two bounds hypercorn lacks, against clients that cost much and ask nothing:
+
+5. **Control-frame floods.** A peer may send SETTINGS, PING, PRIORITY, RST_STREAM,
+   WINDOW_UPDATE, empty DATA or unknown frames as fast as it can; each one costs the
+   event loop (and every other client on it) work, and asks for no response. Each
+   connection gets a budget per second (`CONTROL_FRAMES_PER_SECOND`, and for
+   WINDOW_UPDATE, which a reader sends as it takes our DATA, `WINDOW_UPDATES_PER_SECOND`
+   plus two per DATA frame sent to it); beyond it the connection gets GOAWAY
+   ENHANCE_YOUR_CALM and is closed a second later (`CALM_LINGER`). A request flood
+   (rapid reset) costs a HEADERS frame each and is bounded by the stream limit; its
+   RST_STREAM frames count in the budget too.
+6. **No deadline for a request's head or body (HTTP/1.1).** hypercorn's only bound on
+   a request head that trickles in is its keep-alive timeout (75 s here) and on a body
+   none at all; `read_timeout` would also cut an SSE client, which sends nothing while
+   it reads. `AshH11Protocol` gives a head `head_timeout` seconds from its first byte
+   (then a 408 and the connection closes), and a body `body_timeout` seconds of
+   silence between its chunks (then the connection closes; the app sees a disconnect).
+
 `install()` swaps these classes into hypercorn's modules, which is where
 hypercorn looks them up when a connection or stream starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from typing import Any
 
 import h2.errors
 import h2.events
 import h2.exceptions
+import h11
 import hypercorn.protocol
 import hypercorn.protocol.h2 as hypercorn_h2
+import orjson
 import priority
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Body, Data
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
+from hypercorn.protocol.h11 import H11Protocol
+
+from gateway.servers import REQUEST_BODY_TIMEOUT, REQUEST_HEAD_TIMEOUT
+
+CONTROL_FRAMES_PER_SECOND = 1_000
+"""SETTINGS, PING, PRIORITY, RST_STREAM, empty DATA and unknown frames a connection may
+send per second; a browser or SDK sends a handful."""
+WINDOW_UPDATES_PER_SECOND = 10_000
+"""WINDOW_UPDATE frames a connection may send per second beyond two for each DATA frame
+sent to it this second and the last (a reader returns credit for the stream and for the
+connection as it reads: one of many fast streams sends many)."""
+_CONTROL_EVENTS = (h2.events.RemoteSettingsChanged, h2.events.SettingsAcknowledged,
+                   h2.events.PingReceived, h2.events.PingAckReceived,
+                   h2.events.PriorityUpdated, h2.events.StreamReset,
+                   h2.events.UnknownFrameReceived)
+_CALM_DOWN = b"too many control frames"
+CALM_LINGER = 1.0
+"""Seconds a connection sent GOAWAY for a flood stays open before it closes, reading
+nothing (the peer's sends back up in TCP), so that the GOAWAY reaches the peer before a
+close with unread input resets the connection."""
 
 
 class FlowControlledStreamBuffer(StreamBuffer):
@@ -65,6 +108,16 @@ class FlowControlledStreamBuffer(StreamBuffer):
 
 
 class AshH2Protocol(H2Protocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._budget_started = 0.0
+        self._control_frames = 0
+        self._window_updates = 0
+        self._data_sent = 0
+        """DATA frames sent this second (at most: a send attempt counts)."""
+        self._data_sent_before = 0
+        """... and in the second before it."""
+
     async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, (Body, Data)) and event.data and self._send_now(event):
             await self._flush()
@@ -86,9 +139,21 @@ class AshH2Protocol(H2Protocol):
             connection.send_data(event.stream_id, event.data)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return False
+        self._data_sent += 1
         return True
 
+    async def _send_data(self, stream_id: int) -> None:
+        self._data_sent += 1
+        await super()._send_data(stream_id)
+
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        if self._over_budget(events):
+            self.connection.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+                                             additional_data=_CALM_DOWN)
+            await self._flush()
+            await asyncio.sleep(CALM_LINGER)  # the connection's reads wait meanwhile
+            await self.send(Closed())
+            return
         # Handling an event can finish a stream (a new request starts its app
         # task, which may answer at once), so whether a DATA event's stream is
         # still open is decided only after every earlier event was handled.
@@ -105,6 +170,32 @@ class AshH2Protocol(H2Protocol):
                     continue
             run.append(event)
         await super()._handle_events(run)  # also flushes any window updates queued above
+
+    def _over_budget(self, events: list[h2.events.Event]) -> bool:
+        """Count this read's control frames; True once this second's budget is spent."""
+        control = updates = 0
+        for event in events:
+            if isinstance(event, _CONTROL_EVENTS):
+                control += 1
+            elif isinstance(event, h2.events.WindowUpdated):
+                updates += 1
+            elif (isinstance(event, h2.events.DataReceived) and not event.data
+                  and not event.stream_ended):
+                control += 1
+        if not control and not updates:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self._budget_started >= 1.0:
+            last_second = now - self._budget_started < 2.0
+            self._budget_started = now
+            self._control_frames = self._window_updates = 0
+            self._data_sent_before = self._data_sent if last_second else 0
+            self._data_sent = 0
+        self._control_frames += control
+        self._window_updates += updates
+        credit = 2 * (self._data_sent + self._data_sent_before)
+        return (self._control_frames > CONTROL_FRAMES_PER_SECOND
+                or self._window_updates > WINDOW_UPDATES_PER_SECOND + credit)
 
     async def _close_stream(self, stream_id: int) -> None:
         await super()._close_stream(stream_id)
@@ -125,6 +216,95 @@ class AshH2Protocol(H2Protocol):
         await self.has_data.set()
 
 
+class AshH11Protocol(H11Protocol):
+    """HTTP/1.1 with a deadline for a request's head and for each pause in its body.
+
+    The deadlines come from the hypercorn config's `ash_head_timeout` and
+    `ash_body_timeout` (set by `gateway.serve_hypercorn`). One timer at most per
+    connection, re-armed lazily: a body chunk only notes the time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout: float = getattr(self.config, "ash_head_timeout",
+                                             REQUEST_HEAD_TIMEOUT)
+        self._body_timeout: float = getattr(self.config, "ash_body_timeout",
+                                             REQUEST_BODY_TIMEOUT)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timing: str = ""
+        """What the timer bounds: "head", "body" or "" (nothing)."""
+        self._last_body_byte = 0.0
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, Closed):
+            self._disarm()
+        try:
+            await super().handle(event)
+        except BaseException:
+            self._disarm()  # e.g. HTTP/2 was assumed or upgraded to: another protocol now
+            raise
+        if isinstance(event, RawData) and event.data:
+            self._after_data()
+
+    def _after_data(self) -> None:
+        """Arm, keep or drop the deadline for the state the bytes just read left."""
+        if not isinstance(self.connection, h11.Connection):
+            return  # a WebSocket
+        state = self.connection.their_state
+        if state is h11.IDLE:
+            if self._timing != "head" and self.connection.trailing_data[0]:
+                self._arm("head", self._head_timeout)  # a head began: from its first byte
+            elif self._timing == "body":
+                self._disarm()
+        elif state is h11.SEND_BODY:
+            self._last_body_byte = asyncio.get_running_loop().time()
+            if self._timing != "body":
+                self._arm("body", self._body_timeout)
+        elif self._timing:
+            self._disarm()
+
+    def _arm(self, timing: str, delay: float) -> None:
+        self._disarm()
+        self._timing = timing
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timing = ""
+
+    def _expired(self) -> None:
+        self._timer = None
+        state = self.connection.their_state  # type: ignore[union-attr]
+        if (self._timing, state) not in (("head", h11.IDLE), ("body", h11.SEND_BODY)):
+            self._timing = ""  # what it bounded is over (reads may wait on a response)
+            return
+        if self._timing == "body":
+            idle = asyncio.get_running_loop().time() - self._last_body_byte
+            if idle < self._body_timeout:  # bytes came since: wait for the rest of the pause
+                self._timer = asyncio.get_running_loop().call_later(
+                    self._body_timeout - idle, self._expired)
+                return
+        timing, self._timing = self._timing, ""
+        if timing:
+            self.task_group.spawn(self._time_out, timing)
+
+    async def _time_out(self, timing: str) -> None:
+        if timing == "head":
+            await self.send(RawData(data=_request_timeout(
+                f"request head not received within {self._head_timeout:g} s")))
+        await self.send(Closed())
+
+
+def _request_timeout(message: str) -> bytes:
+    """A whole 408 response with the JSON error body, written past h11 (which has no
+    request to answer yet), and the connection closes after it."""
+    body = orjson.dumps({"error": message, "statusCode": 408})
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+
 def install() -> None:
     hypercorn_h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[misc]
     hypercorn.protocol.H2Protocol = AshH2Protocol  # type: ignore[misc]
+    hypercorn.protocol.H11Protocol = AshH11Protocol  # type: ignore[misc]

@@ -30,6 +30,7 @@ from typing import Any
 from granian._granian import SocketHolder
 from granian.asgi import LifespanProtocol
 from granian.constants import HTTPModes, Interfaces, SSLProtocols
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
@@ -74,6 +75,9 @@ def _server(app: ASGIApp, sock: socket.socket, options: ServeOptions) -> _OnSock
         ssl_cert=Path(options.certfile) if tls and options.certfile else None,
         ssl_key=Path(options.keyfile) if tls and options.keyfile else None,
         ssl_protocol_min=SSLProtocols.tls12,
+        # The head deadline; granian has none for a body's pauses nor a control-frame budget.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(options.request_head_timeout * 1000))),
     )
 
 

@@ -25,6 +25,9 @@ def hypercorn_config(options: ServeOptions, sock: socket.socket) -> HypercornCon
     # over one connection would lose them mid-turn.
     hc.keep_alive_max_requests = sys.maxsize
     hc.graceful_timeout = GRACEFUL_TIMEOUT
+    # Read by gateway.hypercorn_h2.AshH11Protocol (hypercorn has no such deadlines).
+    hc.ash_head_timeout = options.request_head_timeout  # type: ignore[attr-defined]
+    hc.ash_body_timeout = options.request_body_timeout  # type: ignore[attr-defined]
     if options.certfile and options.keyfile:
         hc.certfile = options.certfile
         hc.keyfile = options.keyfile

@@ -30,11 +30,19 @@ EXPERIMENTAL = {
 """A warning the banner prints for a server that is not fit for production yet."""
 
 
+REQUEST_HEAD_TIMEOUT = 10.0
+"""Seconds from a request head's first byte to its end; then 408 and the connection closes."""
+REQUEST_BODY_TIMEOUT = 30.0
+"""Seconds a request body may pause between bytes; then the connection closes."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     log_level: str = "info"
     certfile: str | None = None
     keyfile: str | None = None
+    request_head_timeout: float = REQUEST_HEAD_TIMEOUT
+    request_body_timeout: float = REQUEST_BODY_TIMEOUT
 
 
 Serve = Callable[[ASGIApp, socket.socket, ServeOptions, asyncio.Event], Awaitable[None]]

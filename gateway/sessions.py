@@ -25,7 +25,7 @@ from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import SessionRow, Store
 from runner import timing
-from runner.backend import Backend, BackendError, ExecResult, SandboxInfo
+from runner.backend import Backend, BackendError, CapacityExceeded, ExecResult, SandboxInfo
 from runner.timing import TIMING
 from wire import events, sse
 from wire import timing as wt
@@ -110,6 +110,8 @@ class SessionService:
             row, info = await self._start_sandbox(session_id, agent_name)
         except BackendError as exc:
             self.store.delete_session(session_id)
+            if isinstance(exc, CapacityExceeded):
+                raise ApiError(503, f"no sandbox for a new session: {exc}") from exc
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc
         notice = None
         if "backend" not in agent_spec(agent).config and info.agent_backend == "mock":
@@ -175,6 +177,9 @@ class SessionService:
             if row.sandbox_id:
                 self.store.end_sandbox(row.sandbox_id, "dead")
             started, info = await self._start_sandbox(row.id, row.agent)
+        except CapacityExceeded as exc:
+            self.store.update_session(row.id, sandbox_id=None)  # still resumable as it was
+            raise ApiError(503, f"no sandbox to resume the session in: {exc}") from exc
         except BackendError as exc:
             self.store.update_session(row.id, status="error", sandbox_id=None, error=str(exc))
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc

@@ -26,7 +26,9 @@ import re
 import shutil
 from pathlib import Path
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+from runner.grpc_transport import DEFAULT_STATE_MAX_BYTES
+
+DEFAULT_MAX_BYTES = DEFAULT_STATE_MAX_BYTES
 INLINE_MAX_BYTES = 256 * 1024
 """States up to this size are written on the event loop; bigger ones in a thread."""
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

@@ -75,6 +75,9 @@ class ExecResult:
 
 EXEC_OUTPUT_CAP = 256 * 1024
 EXEC_MAX_TIMEOUT = 600.0
+DEFAULT_MAX_SANDBOXES = 100
+"""Most live sandboxes one backend holds, warm-pool sandboxes included, unless configured."""
+MAX_SANDBOXES_ENV = "ASH_MAX_SANDBOXES"
 
 
 class BackendError(Exception):
@@ -87,6 +90,10 @@ class SandboxStartError(BackendError):
 
 class SandboxGone(BackendError):
     """The session has no live sandbox on this backend."""
+
+
+class CapacityExceeded(BackendError):
+    """The backend holds its most live sandboxes (warm ones included): nothing started."""
 
 
 class Backend(Protocol):

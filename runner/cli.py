@@ -22,12 +22,17 @@ from pathlib import Path
 import uvloop
 
 from runner.agent_cache import AgentCache
+from runner.backend import DEFAULT_MAX_SANDBOXES, MAX_SANDBOXES_ENV
 from runner.grpc_server import RunnerService, start_server
 from runner.grpc_transport import (
+    DEFAULT_STATE_MAX_BYTES,
+    STATE_MAX_ENV,
     TlsConfigError,
+    add_message_limit_argument,
     add_tls_arguments,
     check_tls_arguments,
     join_address,
+    runner_max_message_bytes,
     split_address,
 )
 from runner.isolation import (
@@ -65,6 +70,8 @@ class RunnerConfig:
     secret: str
     sandbox: str = DEFAULT_MODE
     warm_pool: int = 0
+    grpc_max_message_bytes: int = 0
+    """The listener's receive limit; 0 = sized for the default state cap."""
 
 
 def parse_args(argv: list[str] | None = None) -> RunnerConfig:
@@ -86,8 +93,11 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
                         "when listening on all interfaces)")
     parser.add_argument("--runner-id", default=env("ASH_RUNNER_ID") or socket.gethostname(),
                         help="stable unique id (ASH_RUNNER_ID, default the host name)")
-    parser.add_argument("--max-sandboxes", type=int, default=int(env("ASH_MAX_SANDBOXES", "100")),
-                        help="most sandboxes held at once (ASH_MAX_SANDBOXES, default 100)")
+    parser.add_argument("--max-sandboxes", type=int,
+                        default=int(env(MAX_SANDBOXES_ENV, str(DEFAULT_MAX_SANDBOXES))),
+                        help="most live sandboxes at once, warm-pool ones included; a create "
+                        f"beyond it is refused ({MAX_SANDBOXES_ENV}, default "
+                        f"{DEFAULT_MAX_SANDBOXES})")
     parser.add_argument("--heartbeat-interval", type=float,
                         default=float(env("ASH_HEARTBEAT_INTERVAL", "10")),
                         help="seconds between heartbeats, at least 0.1; three missed ones "
@@ -97,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
                         default=Path(env("ASH_DATA_DIR", "./runner-data")),
                         help="sandboxes and unpacked agents (ASH_DATA_DIR, default ./runner-data)")
     add_tls_arguments(parser, listener="this runner's gRPC listener", peer="the gateway's")
+    state_max = int(env(STATE_MAX_ENV) or DEFAULT_STATE_MAX_BYTES)
+    add_message_limit_argument(parser, runner_max_message_bytes(state_max),
+                               f"a CreateSandbox restoring a session state of up to "
+                               f"{STATE_MAX_ENV} (the gateway's cap, {state_max} bytes) "
+                               "beside its agent bundle")
     parser.add_argument("--shutdown-grace", type=float,
                         default=float(env("ASH_SHUTDOWN_GRACE", "30")),
                         help="seconds running turns get to finish on SIGTERM before they are "
@@ -119,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
         parser.error("--max-sandboxes must be at least 1")
     if args.heartbeat_interval < 0.1:
         parser.error("--heartbeat-interval must be at least 0.1 seconds")
+    if args.grpc_max_message_bytes < 1:
+        parser.error("--grpc-max-message-bytes must be positive")
     for flag, value in (("--gateway", args.gateway), ("--listen", args.listen)):
         try:
             split_address(value)
@@ -131,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
         certfile=args.grpc_certfile, keyfile=args.grpc_keyfile, cafile=args.grpc_cafile,
         shutdown_grace=args.shutdown_grace, log_level=args.log_level, secret=secret,
         sandbox=args.sandbox, warm_pool=args.warm_pool,
+        grpc_max_message_bytes=args.grpc_max_message_bytes,
     )
 
 
@@ -148,11 +166,12 @@ async def serve(config: RunnerConfig) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     backend = LocalBackend(config.data_dir,
                            isolation=create_isolation(config.sandbox, config.data_dir),
-                           warm_pool=config.warm_pool)
+                           warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes)
     backend.start_warm_pool()
     service = RunnerService(backend, AgentCache(config.data_dir / "agents"), config.max_sandboxes)
     server, port = await start_server(service, config.listen, config.secret,
-                                      config.certfile, config.keyfile)
+                                      config.certfile, config.keyfile,
+                                      config.grpc_max_message_bytes or None)
     host, advertised_port = advertised(config, port)
     listen_host, _ = split_address(config.listen)
     tls = " + TLS" if config.certfile else ""

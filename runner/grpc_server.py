@@ -41,11 +41,12 @@ from runner.agent_cache import AgentCache
 from runner.backend import (
     AgentSpec,
     BackendError,
+    CapacityExceeded,
     SandboxGone,
     SandboxInfo,
     SandboxStartError,
 )
-from runner.grpc_transport import SERVER_OPTIONS, add_listener
+from runner.grpc_transport import add_listener, runner_max_message_bytes, server_options
 from runner.local import LocalBackend
 from runner.timing import TIMING
 from runner.turn_relay import Sink, TurnRelay, Write
@@ -107,7 +108,6 @@ class RunnerService(pb_grpc.RunnerServicer):
         self.leaving = False
         """Shutting down: no new sandboxes or turns; streams end after their turn."""
         self._sandboxes: dict[str, SandboxInfo] = {}
-        self._creating = 0
         self._inboxes: dict[str, _Inbox] = {}
         self._relays: dict[str, TurnRelay] = {}
         self._no_streams = asyncio.Event()
@@ -202,11 +202,6 @@ class RunnerService(pb_grpc.RunnerServicer):
         if self.draining:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "runner is draining: it takes no new sandboxes")
-        held = self.backend.stats().sandboxes + self._creating
-        if held >= self.max_sandboxes:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"runner is full: {held} of {self.max_sandboxes} sandboxes")
-        self._creating += 1
         try:
             await self._forget_turns(session_id)
             agent = await self._agent(request)
@@ -214,8 +209,6 @@ class RunnerService(pb_grpc.RunnerServicer):
             info = await self.backend.create(session_id, agent, state=state)
         except BackendError as exc:
             await _fail(context, exc)
-        finally:
-            self._creating -= 1
         self._sandboxes[session_id] = info
         return _created(info, attached=False)
 
@@ -480,6 +473,8 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BackendError) -> None:
     """End the call with the status code that says what kind of failure `exc` is."""
     if isinstance(exc, SandboxGone):
         code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, CapacityExceeded):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED  # the gateway places it elsewhere
     elif isinstance(exc, SandboxStartError):
         code = grpc.StatusCode.INTERNAL
     else:
@@ -501,9 +496,12 @@ async def start_server(
     secret: str,
     certfile: str | None = None,
     keyfile: str | None = None,
+    max_message_bytes: int | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve `service` and the standard health service on `listen`; returns the bound port."""
-    server = grpc.aio.server(interceptors=[SecretCheck(secret)], options=SERVER_OPTIONS)
+    """Serve `service` and the standard health service on `listen`; returns the bound port.
+    `max_message_bytes`: the receive limit, by default sized for the default state cap."""
+    limit = max_message_bytes or runner_max_message_bytes()
+    server = grpc.aio.server(interceptors=[SecretCheck(secret)], options=server_options(limit))
     pb_grpc.add_RunnerServicer_to_server(service, server)
     health = service.health or health_aio.HealthServicer()
     service.health = health

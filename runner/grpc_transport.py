@@ -15,8 +15,26 @@ import grpc
 
 from wire.bridge import MAX_FRAME_SIZE
 
-MAX_MESSAGE_BYTES = MAX_FRAME_SIZE + 1024 * 1024
-"""Largest message either side receives: a bridge frame (one agent event) plus framing."""
+MiB = 1024 * 1024
+MESSAGE_MARGIN = 1 * MiB
+"""Room for a message's own fields and protobuf framing around its largest payload."""
+MAX_MESSAGE_BYTES = MAX_FRAME_SIZE + MESSAGE_MARGIN
+"""Largest message a channel receives: a bridge frame (one agent event) plus framing."""
+DEFAULT_STATE_MAX_BYTES = 64 * MiB
+"""Largest session state kept for failover (ASH_STATE_MAX_BYTES) unless configured."""
+AGENT_BUNDLE_ALLOWANCE = 16 * MiB
+"""Room for the packed agent folder that travels in the same CreateSandbox message."""
+REGISTRY_MAX_MESSAGE_BYTES = 4 * MiB
+"""The registry's messages (Register, Heartbeat) are small: a runner's session ids at most."""
+MAX_MESSAGE_ENV = "ASH_GRPC_MAX_MESSAGE_BYTES"
+STATE_MAX_ENV = "ASH_STATE_MAX_BYTES"
+
+
+def runner_max_message_bytes(state_max_bytes: int = DEFAULT_STATE_MAX_BYTES) -> int:
+    """The runner's receive limit: its largest message is a CreateSandbox that restores a
+    session state (one message, up to the gateway's state cap) beside the agent bundle."""
+    return max(MAX_MESSAGE_BYTES, state_max_bytes + AGENT_BUNDLE_ALLOWANCE + MESSAGE_MARGIN)
+
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -24,14 +42,30 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     # One connection per peer: never share a subchannel pool with other channels.
     ("grpc.use_local_subchannel_pool", 1),
 ]
-SERVER_OPTIONS: list[tuple[str, int | str]] = [
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
-    # A second process binding the same port must fail, not share it.
-    ("grpc.so_reuseport", 0),
-]
-"""Servers accept any size: only authenticated peers get past the interceptor, and
-a restored session state may be as large as the gateway's configured cap."""
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
+    """A server's options: a finite receive limit (a bigger message fails the call with
+    RESOURCE_EXHAUSTED). A caller without the secret gets nothing read at all: see
+    wire.internal_auth. Metadata stays at gRPC's own bound (8 KiB soft, 16 KiB hard)."""
+    if max_message_bytes < 1:
+        raise ValueError("the gRPC message limit must be positive")
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        # A second process binding the same port must fail, not share it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def add_message_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                               default: int, largest: str) -> None:
+    """`--grpc-max-message-bytes` (ASH_GRPC_MAX_MESSAGE_BYTES): the listener's receive limit."""
+    parser.add_argument("--grpc-max-message-bytes", type=int,
+                        default=int(os.environ.get(MAX_MESSAGE_ENV, str(default))),
+                        help=f"largest gRPC message the listener receives, bytes; a bigger "
+                        f"one fails its call (RESOURCE_EXHAUSTED). Sized for {largest} "
+                        f"({MAX_MESSAGE_ENV}, default {default})")
 
 
 class TlsConfigError(ValueError):

@@ -32,10 +32,13 @@ import orjson
 
 from runner import timing
 from runner.backend import (
+    DEFAULT_MAX_SANDBOXES,
     EXEC_MAX_TIMEOUT,
+    MAX_SANDBOXES_ENV,
     AgentSpec,
     BackendError,
     BackendStats,
+    CapacityExceeded,
     ExecResult,
     SandboxGone,
     SandboxInfo,
@@ -102,13 +105,19 @@ class LocalBackend:
         isolation: Isolation | None = None,
         model_upstream: ModelUpstream | None = None,
         warm_pool: int = 0,
+        max_sandboxes: int = DEFAULT_MAX_SANDBOXES,
     ) -> None:
         """`settings` default to the host's ASH_BACKEND and ASH_MOCK_* variables, `isolation`
         to the one ASH_SANDBOX names (bwrap unless it says none); SandboxUnavailable if the
         host cannot provide it. `model_upstream` (default: the host's ANTHROPIC_API_KEY and
         ANTHROPIC_BASE_URL) is where sandboxes' model calls go, through the model proxy.
         `warm_pool`: sandboxes to keep started ahead of their sessions (bwrap only; they
-        start with `start_warm_pool`)."""
+        start with `start_warm_pool`). `max_sandboxes`: most live sandboxes at once, warm
+        ones included; a create beyond it raises CapacityExceeded (the pool keeps fewer
+        warm rather than push a session out)."""
+        if max_sandboxes < 1:
+            raise ValueError("max_sandboxes must be at least 1")
+        self.max_sandboxes = max_sandboxes
         self._data_dir = Path(data_dir)
         self._upstream = model_upstream or ModelUpstream.from_env()
         self._settings = settings if settings is not None else BridgeSettings.from_env()
@@ -120,12 +129,43 @@ class LocalBackend:
         self._starting: set[str] = set()
         self._pool: WarmPool | None = None
         if warm_pool > 0 and isinstance(self._isolation, BwrapIsolation):
-            self._pool = WarmPool(warm_pool, self._isolation, self._data_dir / SANDBOXES_DIR,
-                                  self._settings, ready_timeout=ready_timeout,
-                                  stop_timeout=stop_timeout)
+            self._pool = WarmPool(min(warm_pool, max_sandboxes), self._isolation,
+                                  self._data_dir / SANDBOXES_DIR, self._settings,
+                                  ready_timeout=ready_timeout, stop_timeout=stop_timeout,
+                                  room=self._has_room)
         elif warm_pool > 0:
             log.info("no warm pool: it needs the bwrap sandbox (--sandbox=%s)",
                      self._isolation.mode)
+
+    def held(self) -> int:
+        """Live sandboxes counted against `max_sandboxes`: sessions' (starting ones too)
+        and the warm pool's (waiting or starting)."""
+        sessions = sum(1 for sandbox in self._sandboxes.values() if sandbox.alive)
+        pool = self._pool.stats() if self._pool is not None else None
+        warm = pool.ready + pool.starting if pool is not None else 0
+        return sessions + len(self._starting) + warm
+
+    def _has_room(self) -> bool:
+        return self.held() < self.max_sandboxes
+
+    def _admit(self, spec: SandboxSpec, state: bytes | None) -> None:
+        """Let a create in under the cap, or raise CapacityExceeded. Binding a warm sandbox
+        adds none; at the cap, a warm one that does not fit this session is stopped to
+        make room for it (a session outranks a spare)."""
+        if self._has_room():
+            return
+        pool = self._pool
+        if pool is not None and pool.stats().ready:
+            if state is None and pool.fits(spec):
+                return
+            spare = pool.take()
+            if spare is not None:
+                pool.discard_later(spare)
+                if self._has_room():
+                    return
+        raise CapacityExceeded(
+            f"at capacity: {self.held()} of {self.max_sandboxes} sandboxes are live (warm "
+            f"pool included); end a session or raise --max-sandboxes ({MAX_SANDBOXES_ENV})")
 
     def start_warm_pool(self) -> None:
         """Start filling the warm pool, if there is one (in the running event loop)."""
@@ -152,6 +192,7 @@ class LocalBackend:
                            model_token=token)
         if session_id in self._starting or self.is_alive(session_id):
             raise BackendError(f"session {session_id} already has a sandbox")
+        self._admit(spec, state)
         self._starting.add(session_id)
         try:
             dead = self._sandboxes.pop(session_id, None)
@@ -259,6 +300,8 @@ class LocalBackend:
         sandbox = self._sandboxes.pop(session_id, None)
         if sandbox is not None:
             await self._stop(sandbox)
+            if self._pool is not None:
+                self._pool.wake()  # a slot under the cap may be free for a warm sandbox
         if not keep_workspace:
             await self._isolation.remove(sandbox_dir)
 

@@ -35,7 +35,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +91,11 @@ class WarmPool:
 
     def __init__(self, size: int, isolation: BwrapIsolation, sandboxes_dir: Path,
                  settings: BridgeSettings, *, ready_timeout: float = 30.0,
-                 stop_timeout: float = 2.0) -> None:
+                 stop_timeout: float = 2.0, room: Callable[[], bool] | None = None) -> None:
+        """`room`: whether the backend's cap on live sandboxes (this pool's counted in it)
+        leaves room for one more; the pool starts none while it says no."""
         self.size = size
+        self._room = room or (lambda: True)
         self._isolation = isolation
         self._dir = sandboxes_dir / POOL_DIR
         self._settings = settings
@@ -200,7 +203,7 @@ class WarmPool:
         await self._isolation.remove(self._dir)  # what a runner that died left
         delay = RETRY_DELAY[0]
         while True:
-            while len(self._ready) >= self.size:
+            while len(self._ready) >= self.size or not self._room():
                 self._wanted.clear()
                 await self._wanted.wait()
             self._starting = 1
@@ -253,6 +256,14 @@ class WarmPool:
                         warm.spec.session_id, warm.bridge.process.returncode)
             self._wanted.set()
             self._discard_later(warm)
+
+    def wake(self) -> None:
+        """Look again whether to start one: room under the cap may have come free."""
+        self._wanted.set()
+
+    def discard_later(self, warm: WarmSandbox) -> None:
+        """`discard` in the background (a taken sandbox no session will use)."""
+        self._discard_later(warm)
 
     def _discard_later(self, warm: WarmSandbox) -> None:
         task = asyncio.get_running_loop().create_task(self.discard(warm))
