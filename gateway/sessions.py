@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.agents import agent_spec
+from gateway.event_guard import guarded_frame, history_document
 from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
@@ -27,7 +28,7 @@ from gateway.store import SessionRow, Store
 from runner import timing
 from runner.backend import Backend, BackendError, ExecResult, SandboxInfo
 from runner.timing import TIMING
-from wire import events, sse
+from wire import events
 from wire import timing as wt
 
 log = logging.getLogger("ash.sessions")
@@ -213,7 +214,7 @@ class SessionService:
         try:
             await self._cold_start(row)
         except ApiError as exc:
-            log.warning("session %s: could not take over its running turn: %s",
+            log.warning("session %s: could not take over its running turn: %r",
                         session_id, exc.message)
 
     async def end(self, session_id: str) -> SessionRow:
@@ -294,22 +295,23 @@ class SessionService:
             async for event in source:
                 renumbered = session_id not in self._last_seq
                 seq = self._next_seq(row)
-                self.event_log.append(session_id, seq, event.type, event.data, event.hint)
-                if event.type == events.DONE:
+                event_type, data, encoded = guarded_frame(session_id, seq, event.type,
+                                                          event.data)
+                self.event_log.append(session_id, seq, event_type, data, event.hint)
+                if event_type == events.DONE:
                     self.event_log.flush()
                     self._finish_turn(row)
                 elif event.hint is not None:
                     from_runner = True
                 elif from_runner or (renumbered and seq != row.last_event_seq + 1):
                     self.event_log.flush()
-                frame = Frame(seq, event.type, sse.encode_event(seq, event.type, event.data))
-                await self.feeds.publish(session_id, frame)
+                await self.feeds.publish(session_id, Frame(seq, event_type, encoded))
                 if first:
                     # Let the readers write the turn's first event before the rest of a
                     # burst is sequenced: it carries the time to first token.
                     first = False
                     await asyncio.sleep(0)
-                finished = event.type == events.DONE
+                finished = event_type == events.DONE
         except Exception:
             log.exception("turn of session %s failed", session_id)
         finally:
@@ -368,14 +370,10 @@ class SessionService:
             self.store.end_sandbox(current.sandbox_id, "dead")
 
     def events_after(self, session_id: str, after: int, limit: int) -> bytes:
-        """The persisted history as a JSON document, payloads spliced in unparsed."""
+        """The persisted history as a JSON document (`gateway.event_guard.history_document`)."""
         self.get(session_id)
         self.event_log.flush()
-        rows = self.store.events_after(session_id, after, limit)
-        items = b",".join(
-            b'{"id":%d,"type":"%s","data":%s}' % (r.seq, r.type.encode(), r.data) for r in rows
-        )
-        return b'{"events":[' + items + b"]}"
+        return history_document(self.store.events_after(session_id, after, limit))
 
     def recover_after_restart(self) -> int:
         """In-process sandboxes died with the last gateway process: pause their sessions."""

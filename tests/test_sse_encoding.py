@@ -9,11 +9,14 @@ sees it), and must not touch the reconnection time.
 from __future__ import annotations
 
 import codecs
+import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.event_guard import history_document, replay_frames
+from gateway.store import EventRow
 from tests.whatwg_sse import parse_stream
 from wire import sse
 from wire.events import TURN_EVENT_TYPES
@@ -71,7 +74,7 @@ def assert_one_event(frame: bytes, event_id: int, event_type: str, data: bytes) 
     assert parsed.retry_ms is None
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(event_id=event_ids, event_type=st.sampled_from(sorted(TURN_EVENT_TYPES)),
        data=hostile_bytes)
 def test_any_data_bytes_give_exactly_one_event_with_that_data(
@@ -105,7 +108,7 @@ def test_newline_type_cannot_forge_a_done_with_another_id() -> None:
         sse.encode_event(12, "text_delta\nid:424242\nevent:done", b'{"text":"x"}')
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(event_id=event_ids, event_type=hostile_text, data=hostile_bytes)
 def test_any_type_is_refused_or_read_back_exactly(
         event_id: int, event_type: str, data: bytes) -> None:
@@ -141,3 +144,33 @@ def test_comment_with_a_line_break_is_refused(text: str) -> None:
 def test_comment_dispatches_nothing() -> None:
     parsed = parse_stream(sse.encode_comment("keep-alive"))
     assert parsed.events == [] and parsed.last_event_id == "" and parsed.retry_ms is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(hostile_text, hostile_bytes), max_size=5))
+def test_history_document_is_valid_json_whatever_the_logged_rows(
+        rows: list[tuple[str, bytes]]) -> None:
+    logged = [EventRow(seq, event_type, data) for seq, (event_type, data) in enumerate(rows, 1)]
+    document = json.loads(history_document(logged))  # the strict stdlib parser
+    assert [e["id"] for e in document["events"]] == list(range(1, len(rows) + 1))
+    for event, (event_type, data) in zip(document["events"], rows, strict=True):
+        assert sse.is_event_type(event["type"])
+        assert event["type"] == (event_type if sse.is_event_type(event_type) else "error")
+        if event["type"] == "error" and not sse.is_event_type(event_type):
+            assert event["data"]["code"] == "invalid_event_type"
+        elif event.get("invalidJson"):
+            assert event["data"] == data.decode("utf-8", "replace")
+        else:
+            assert event["data"] == json.loads(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(hostile_text, hostile_bytes), min_size=1, max_size=5))
+def test_replayed_rows_give_one_event_each_with_their_own_id(
+        rows: list[tuple[str, bytes]]) -> None:
+    logged = [EventRow(seq, event_type, data) for seq, (event_type, data) in enumerate(rows, 1)]
+    parsed = parse_stream(replay_frames(logged))
+    assert [e.last_event_id for e in parsed.events] == [str(r.seq) for r in logged]
+    assert [e.type for e in parsed.events] == [
+        t if sse.is_event_type(t) else "error" for t, _ in rows]
+    assert parsed.retry_ms is None
