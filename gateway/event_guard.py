@@ -42,18 +42,14 @@ def invalid_type_error(event_type: str) -> bytes:
     })
 
 
-def guarded_frame(session_id: str, seq: int, event_type: str,
-                  data: bytes) -> tuple[str, bytes, bytes]:
-    """(type, data, SSE frame) of a live event: itself, or the `error` event replacing it.
+def replace_forged(session_id: str, seq: int, event: events.Event) -> events.Event:
+    """The `error` event that stands in for a live event the encoder refused.
 
-    One type check on the hot path: the encoder's own."""
-    try:
-        return event_type, data, sse.encode_event(seq, event_type, data)
-    except ValueError:
-        log.warning("session %s: event %d has a type that is not a plain token; replaced "
-                    "by an error event: %r", session_id, seq, event_type[:QUOTED_TYPE_LIMIT])
-        error = invalid_type_error(event_type)
-        return events.ERROR, error, sse.encode_event(seq, events.ERROR, error)
+    The turn's producer tries `wire.sse.encode_event` first and calls this only when
+    it raises, so the hot path pays the encoder's own type check and nothing more."""
+    log.warning("session %s: event %d has a type that is not a plain token; replaced "
+                "by an error event: %r", session_id, seq, event.type[:QUOTED_TYPE_LIMIT])
+    return events.Event(events.ERROR, invalid_type_error(event.type), event.hint)
 
 
 def replay_frames(rows: Iterable[EventRow]) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.agents import agent_spec
-from gateway.event_guard import guarded_frame, history_document
+from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
@@ -28,7 +28,7 @@ from gateway.store import SessionRow, Store
 from runner import timing
 from runner.backend import Backend, BackendError, ExecResult, SandboxInfo
 from runner.timing import TIMING
-from wire import events
+from wire import events, sse
 from wire import timing as wt
 
 log = logging.getLogger("ash.sessions")
@@ -295,23 +295,26 @@ class SessionService:
             async for event in source:
                 renumbered = session_id not in self._last_seq
                 seq = self._next_seq(row)
-                event_type, data, encoded = guarded_frame(session_id, seq, event.type,
-                                                          event.data)
-                self.event_log.append(session_id, seq, event_type, data, event.hint)
-                if event_type == events.DONE:
+                try:
+                    encoded = sse.encode_event(seq, event.type, event.data)
+                except ValueError:
+                    event = replace_forged(session_id, seq, event)
+                    encoded = sse.encode_event(seq, event.type, event.data)
+                self.event_log.append(session_id, seq, event.type, event.data, event.hint)
+                if event.type == events.DONE:
                     self.event_log.flush()
                     self._finish_turn(row)
                 elif event.hint is not None:
                     from_runner = True
                 elif from_runner or (renumbered and seq != row.last_event_seq + 1):
                     self.event_log.flush()
-                await self.feeds.publish(session_id, Frame(seq, event_type, encoded))
+                await self.feeds.publish(session_id, Frame(seq, event.type, encoded))
                 if first:
                     # Let the readers write the turn's first event before the rest of a
                     # burst is sequenced: it carries the time to first token.
                     first = False
                     await asyncio.sleep(0)
-                finished = event_type == events.DONE
+                finished = event.type == events.DONE
         except Exception:
             log.exception("turn of session %s failed", session_id)
         finally:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import GatewayApp
 from gateway.auth import ApiKeyCheck, hash_key
-from gateway.event_guard import guarded_frame
+from gateway.event_guard import replace_forged
 from gateway.http import Message, Request
 from gateway.routes import Route
 from runner.model_proxy import ModelProxy, ModelUpstream
@@ -67,6 +67,6 @@ def test_model_proxy_refusal_logs_the_sandbox_path_quoted(
 
 def test_forged_event_type_is_logged_quoted(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ash.events"):
-        event_type, _, _ = guarded_frame("s1", 3, "text_delta" + FORGED_LINE, b"{}")
-    assert event_type == events.ERROR
+        event = replace_forged("s1", 3, events.Event("text_delta" + FORGED_LINE, b"{}"))
+    assert event.type == events.ERROR
     assert "forged record" in assert_one_line(caplog, "ash.events")
