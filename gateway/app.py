@@ -40,7 +40,8 @@ class GatewayApp:
         except BackendError as exc:
             response = error_response(503, f"sandbox backend: {exc}")
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            # %r: the path is percent-decoded, so a client can put a line break in it
+            log.exception("unhandled error on %s %r", scope["method"], scope["path"])
             response = error_response(500, "internal error")
         if response is not None:
             await response(send)

@@ -121,16 +121,3 @@ def string_field(body: dict[str, Any], name: str, *, required: bool = True) -> s
     if required and not value.strip():
         raise ApiError(400, f"`{name}` must not be empty")
     return value
-
-
-def int_param(params: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"`{name}` must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"`{name}` must be between {low} and {high}")
-    return value

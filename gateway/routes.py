@@ -16,14 +16,8 @@ from typing import Any
 
 from gateway import agents, runner_routes
 from gateway.context import Gateway
-from gateway.http import (
-    ApiError,
-    Request,
-    Response,
-    int_param,
-    json_response,
-    string_field,
-)
+from gateway.http import ApiError, Request, Response, json_response, string_field
+from gateway.params import INT64_MAX, int_param, number_value, parse_int
 from gateway.sessions import session_json
 from gateway.sse_stream import SseWriter, stream_session
 from gateway.store import AgentRow
@@ -31,9 +25,17 @@ from runner import timing
 from runner.backend import EXEC_MAX_TIMEOUT
 from runner.timing import TIMING
 from wire import timing as wt
+from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
 
 SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
 DEFAULT_EXEC_TIMEOUT = 30.0
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+MAX_LIST_OFFSET = 2**31 - 1
+DEFAULT_EVENTS_LIMIT = 1000
+MAX_EVENTS_LIMIT = 10_000
+TOP_LEVEL_OPTIONS = ("model", "maxTurns")
+"""Options a reference client sends beside `content` rather than inside `options`."""
 
 
 Handler = Callable[[Gateway, Request], Awaitable[Response | None]]
@@ -117,8 +119,8 @@ async def list_sessions(gw: Gateway, req: Request) -> Response:
     rows = gw.store.list_sessions(
         agent=params.get("agent"),
         status=status,
-        limit=int_param(params, "limit", 50, low=1, high=1000),
-        offset=int_param(params, "offset", 0, low=0, high=2**31),
+        limit=int_param(params, "limit", DEFAULT_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT),
+        offset=int_param(params, "offset", 0, low=0, high=MAX_LIST_OFFSET),
     )
     return json_response({"sessions": [session_json(row) for row in rows]})
 
@@ -149,11 +151,8 @@ async def interrupt_session(gw: Gateway, req: Request) -> Response:
 async def exec_in_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     command = string_field(body, "command") or ""
-    time_limit = body.get("timeout", DEFAULT_EXEC_TIMEOUT)
-    if isinstance(time_limit, bool) or not isinstance(time_limit, int | float) or not (
-        0 < time_limit <= EXEC_MAX_TIMEOUT
-    ):
-        raise ApiError(400, f"`timeout` must be a number of seconds in (0, {EXEC_MAX_TIMEOUT:g}]")
+    time_limit = number_value(body.get("timeout", DEFAULT_EXEC_TIMEOUT), "`timeout`", low=0,
+                              high=EXEC_MAX_TIMEOUT, low_exclusive=True, unit="seconds")
     result = await gw.sessions.exec(req.path_params["id"], command, float(time_limit))
     return json_response({
         "exitCode": result.exit_code,
@@ -165,19 +164,30 @@ async def exec_in_session(gw: Gateway, req: Request) -> Response:
 
 
 def _message_options(body: dict[str, Any]) -> dict[str, Any]:
+    """`options`, with `model` and `maxTurns` given beside `content` taking precedence.
+
+    Every option an agent backend reads is checked against its bounds
+    (`wire.options`); others pass through untouched (no backend reads them).
+    """
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise ApiError(400, "`options` must be a JSON object")
-    for key in ("model",):
-        if key in body:
-            if not isinstance(body[key], str):
-                raise ApiError(400, f"`{key}` must be a string")
-            options[key] = body[key]
-    if "maxTurns" in body:
-        if not isinstance(body["maxTurns"], int) or body["maxTurns"] < 1:
-            raise ApiError(400, "`maxTurns` must be a positive integer")
-        options["maxTurns"] = body["maxTurns"]
-    return options
+    _check_options(options, "`options.{}`")
+    top_level = {key: body[key] for key in TOP_LEVEL_OPTIONS if key in body}
+    _check_options(top_level, "`{}`")
+    return {**options, **top_level}
+
+
+def _check_options(options: dict[str, Any], label: str) -> None:
+    if "model" in options:
+        model = options["model"]
+        if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_NAME:
+            raise ApiError(400, f"{label.format('model')} must be a string of 1 to "
+                                f"{MAX_MODEL_NAME} characters")
+    for name, option in NUMERIC_OPTIONS.items():
+        if name in options:
+            number_value(options[name], label.format(name), low=option.low, high=option.high,
+                         integer=option.integer, unit=option.unit)
 
 
 ON_DISCONNECT = ("continue", "interrupt")
@@ -217,16 +227,11 @@ async def send_message(gw: Gateway, req: Request) -> None:
 
 
 def _last_event_id(req: Request) -> int:
+    """The id to resume after: the Last-Event-ID header, else `?after=`, else 0."""
     header = req.header(b"last-event-id")
     if header is not None:
-        try:
-            value = int(header)
-        except ValueError:
-            raise ApiError(400, "Last-Event-ID must be an event id (an integer)") from None
-        if value < 0:
-            raise ApiError(400, "Last-Event-ID must not be negative")
-        return value
-    return int_param(req.query(), "after", 0, low=0, high=2**62)
+        return parse_int(header, "Last-Event-ID (an event id)", low=0, high=INT64_MAX)
+    return int_param(req.query(), "after", 0, low=0, high=INT64_MAX)
 
 
 async def stream_session_events(gw: Gateway, req: Request) -> None:
@@ -248,8 +253,8 @@ async def stream_session_events(gw: Gateway, req: Request) -> None:
 
 async def session_events(gw: Gateway, req: Request) -> Response:
     params = req.query()
-    after = int_param(params, "after", 0, low=0, high=2**62)
-    limit = int_param(params, "limit", 1000, low=1, high=10000)
+    after = int_param(params, "after", 0, low=0, high=INT64_MAX)
+    limit = int_param(params, "limit", DEFAULT_EVENTS_LIMIT, low=1, high=MAX_EVENTS_LIMIT)
     return Response(200, gw.sessions.events_after(req.path_params["id"], after, limit))
 
 

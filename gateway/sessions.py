@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.agents import agent_spec
+from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
@@ -218,7 +219,7 @@ class SessionService:
         try:
             await self._cold_start(row)
         except ApiError as exc:
-            log.warning("session %s: could not take over its running turn: %s",
+            log.warning("session %s: could not take over its running turn: %r",
                         session_id, exc.message)
 
     async def end(self, session_id: str) -> SessionRow:
@@ -299,6 +300,11 @@ class SessionService:
             async for event in source:
                 renumbered = session_id not in self._last_seq
                 seq = self._next_seq(row)
+                try:
+                    encoded = sse.encode_event(seq, event.type, event.data)
+                except ValueError:
+                    event = replace_forged(session_id, seq, event)
+                    encoded = sse.encode_event(seq, event.type, event.data)
                 self.event_log.append(session_id, seq, event.type, event.data, event.hint)
                 if event.type == events.DONE:
                     self.event_log.flush()
@@ -307,8 +313,7 @@ class SessionService:
                     from_runner = True
                 elif from_runner or (renumbered and seq != row.last_event_seq + 1):
                     self.event_log.flush()
-                frame = Frame(seq, event.type, sse.encode_event(seq, event.type, event.data))
-                await self.feeds.publish(session_id, frame)
+                await self.feeds.publish(session_id, Frame(seq, event.type, encoded))
                 if first:
                     # Let the readers write the turn's first event before the rest of a
                     # burst is sequenced: it carries the time to first token.
@@ -373,14 +378,10 @@ class SessionService:
             self.store.end_sandbox(current.sandbox_id, "dead")
 
     def events_after(self, session_id: str, after: int, limit: int) -> bytes:
-        """The persisted history as a JSON document, payloads spliced in unparsed."""
+        """The persisted history as a JSON document (`gateway.event_guard.history_document`)."""
         self.get(session_id)
         self.event_log.flush()
-        rows = self.store.events_after(session_id, after, limit)
-        items = b",".join(
-            b'{"id":%d,"type":"%s","data":%s}' % (r.seq, r.type.encode(), r.data) for r in rows
-        )
-        return b'{"events":[' + items + b"]}"
+        return history_document(self.store.events_after(session_id, after, limit))
 
     def recover_after_restart(self) -> int:
         """In-process sandboxes died with the last gateway process: pause their sessions."""

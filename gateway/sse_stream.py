@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.event_guard import replay_frames
 from gateway.http import Request
 from gateway.live import Subscriber
 from gateway.store import Store
@@ -149,8 +150,7 @@ async def stream_session(
                 rows = [row for row in rows if row.seq <= replay_until]
                 if not rows:
                     break
-                await writer.write(
-                    b"".join(sse.encode_event(row.seq, row.type, row.data) for row in rows))
+                await writer.write(replay_frames(rows))
                 last = rows[-1].seq
             last = max(last, replay_until)
         while True:

@@ -121,7 +121,7 @@ class ModelProxy:
             self._refuse(request_id, 403, "missing or wrong session token")
             return
         if not allowed(method, path) or not path.startswith("/"):
-            log.warning("refused a %s %s from a sandbox", method, path[:200])
+            log.warning("refused a %r %r from a sandbox", method[:16], path[:200])
             self._refuse(request_id, 403, f"{method} {path.split('?', 1)[0]} is not allowed")
             return
         try:

@@ -80,7 +80,8 @@ def test_agent_settings_come_from_the_claude_section_of_agent_json() -> None:
     assert ClaudeSettings.resolve({}, {}).permission_mode == "bypassPermissions"
 
 
-@pytest.mark.parametrize("claude", [{"permissionMode": "ask-me"}, {"maxTurns": 0}, "yes"])
+@pytest.mark.parametrize("claude", [{"permissionMode": "ask-me"}, {"maxTurns": 0}, "yes",
+                                    {"maxTurns": "9" * 5000}, {"maxTurns": "\u0663"}])
 def test_bad_claude_settings_refuse_to_load(claude: object) -> None:
     with pytest.raises(AgentLoadError):
         ClaudeSettings.resolve({"claude": claude}, {})

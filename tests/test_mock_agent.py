@@ -23,6 +23,7 @@ from runner.bridge.mock_agent import (
 )
 from tests.runner_fixtures import first_of, message_text, payload, streamed_text, types
 from wire.events import MESSAGE, TEXT_DELTA, TOOL_RESULT, TOOL_USE, TURN_COMPLETE, Event
+from wire.options import MAX_DELAY_MS, MAX_TOKENS
 
 REPLY = "Turn 2. You said: hello there. Earlier you said: first | second."
 
@@ -223,3 +224,14 @@ async def test_interrupt_kills_a_running_command(tmp_path: Path) -> None:
     result = await run_command("echo started; sleep 30", tmp_path, stop)
     assert result.output == "started\n\n[interrupted]"
     assert result.exit_code != 0
+
+
+def test_pacing_options_beyond_their_bounds_are_clamped_in_the_sandbox() -> None:
+    """The sandbox side trusts no gateway: `1e300` ms must not pin the session."""
+    options = {"firstTokenDelayMs": 1e300, "tokenIntervalMs": "1e300", "tokens": 10**12}
+    assert resolve_timing(options, {}, {}) == MockTiming(MAX_DELAY_MS, MAX_DELAY_MS, MAX_TOKENS)
+
+
+def test_a_token_count_of_thousands_of_digits_falls_through_instead_of_raising() -> None:
+    huge = "9" * 5000  # int() refuses more than 4,300 digits with a ValueError
+    assert resolve_timing({"tokens": huge}, {}, {"ASH_MOCK_TOKENS": "4"}).tokens == 4

@@ -32,6 +32,7 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, CLIConnectionE
 
 from runner.bridge.agent import SYSTEM_PROMPT_FILE, AgentContext, AgentLoadError, Emit
 from wire import events
+from wire.options import MAX_AGENT_TURNS
 
 SESSION_FILE = Path(".ash") / "claude" / "session.json"
 PERMISSION_MODES = frozenset({"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"})
@@ -59,8 +60,11 @@ class ClaudeAgentError(Exception):
 def _positive_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+            return None
+        value = int(digits)
     return value if isinstance(value, int) and value > 0 else None
 
 
@@ -327,7 +331,9 @@ class ClaudeAgent:
     async def _run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
         client = await self._connected()
         self._saved.turns += 1
-        state = TurnState(_positive_int(options.get("maxTurns")) or self._settings.max_turns)
+        max_turns = _positive_int(options.get("maxTurns"))
+        state = TurnState(min(max_turns, MAX_AGENT_TURNS) if max_turns
+                          else self._settings.max_turns)
         if self._interrupt_requested:
             save_session(self._session_path, self._saved)
             await emit(events.TURN_COMPLETE, orjson.dumps({

@@ -24,12 +24,12 @@ import orjson
 from runner.bridge.agent import AgentContext, Emit
 from runner.bridge.shell import run_shell
 from wire import events
+from wire.options import MAX_DELAY_MS, MAX_TOKENS
 
 MODEL = "ash-mock"
 BASH_PREFIX = "/bash "
 BASH_TIMEOUT_S = 60.0
 BASH_OUTPUT_CAP = 64 * 1024
-MAX_TOKENS = 100_000
 CONVERSATION_FILE = Path(".ash") / "mock" / "conversation.json"
 FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
 _WORD = re.compile(r"\s*\S+\s*")
@@ -45,6 +45,8 @@ class MockTiming:
 
 
 def _ms(value: object) -> float | None:
+    """A pause in ms, clamped to MAX_DELAY_MS: the gateway checks it, but the sandbox
+    trusts no one (`1e300` would pin the session)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -53,17 +55,22 @@ def _ms(value: object) -> float | None:
         except ValueError:
             return None
     if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-        return float(value)
+        return min(float(value), MAX_DELAY_MS)
     return None
 
 
 def _count(value: object) -> int | None:
+    """A token count, clamped to MAX_TOKENS; a string must be ASCII digits (at most 19:
+    `int()` of a longer one raises past 4,300 digits)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        value = int(value) if value.strip().isdigit() else None
-    if isinstance(value, int) and 1 <= value <= MAX_TOKENS:
-        return value
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+            return None
+        value = int(digits)
+    if isinstance(value, int) and value >= 1:
+        return min(value, MAX_TOKENS)
     return None
 
 
