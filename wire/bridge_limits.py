@@ -44,6 +44,8 @@ of tiny frames fills the queue budget as surely as a few big ones."""
 MAX_TYPE_LENGTH = max(len(name) for name in (*events.BRIDGE_EVENT_TYPES, events.WARM, wt.FRAME))
 _HEADER = struct.Struct(">I")
 _HEADER_SIZE = _HEADER.size
+_unpack_header = _HEADER.unpack_from
+_loads = orjson.loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +155,14 @@ class BridgeGuard:
         self.model_frames = False
         """The session has a model proxy: `model_request`/`model_cancel` may come."""
         self._buffer = bytearray()
+        self._need = 0
+        """Bytes the held partial frame needs before it is worth looking at again."""
         self._warm = warm
         self._ready = False
         self._timing = timing
         self._largest = max(limits.max_frame_bytes, limits.max_model_frame_bytes)
+        self._max_turn_events = limits.max_turn_events
+        self._max_turn_bytes = limits.max_turn_bytes
         self._turn_events = 0
         self._turn_bytes = 0
         self._event_tokens = float(limits.event_burst)
@@ -186,7 +192,12 @@ class BridgeGuard:
         if self.violation is not None:
             return []
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return []  # a frame still arriving: nothing to check until it has
+            data = bytes(buffer)
+            buffer.clear()
         limits = self.limits
         elapsed = now - self._refilled
         if elapsed > 0:
@@ -197,63 +208,84 @@ class BridgeGuard:
                                     limits.byte_burst)
         frames: list[Event] = []
         offset = 0
-        size = len(buffer)
+        size = len(data)
+        need = 0
+        max_frame = limits.max_frame_bytes
+        kinds = _KINDS
+        append = frames.append
         try:
             while size - offset >= _HEADER_SIZE:
-                (length,) = _HEADER.unpack_from(buffer, offset)
+                (length,) = _unpack_header(data, offset)
                 start = offset + _HEADER_SIZE
                 end = start + length
-                if length > limits.max_frame_bytes:
-                    self._check_big(buffer, start, end, length)
                 if size < end:
+                    need = end - offset
+                    if length > max_frame and not self._big_frame_allowed(
+                            data, start, end, length):
+                        need = 0  # look again as soon as more arrives: its type decides
                     break
-                frames.append(self._frame(buffer, start, end, length))
+                if length > max_frame:
+                    self._big_frame_allowed(data, start, end, length)
                 offset = end
+                # The hot path, inline: a turn event inside an open turn.
+                space = data.find(b" ", start, min(end, start + MAX_TYPE_LENGTH + 1))
+                kind = kinds.get(data[start:space]) if space > start else None
+                if kind is None or kind[1] != _TURN or not self.turns_open:
+                    append(self._frame(data, start, end, length))
+                    continue
+                self._turn_events += 1
+                self._turn_bytes += length
+                self._byte_tokens -= length
+                self._event_tokens -= 1
+                if (self._turn_events > self._max_turn_events or self._event_tokens < 0
+                        or self._turn_bytes > self._max_turn_bytes or self._byte_tokens < 0):
+                    self._turn_bound_broken(kind[0])
+                payload = data[space + 1:end]
+                try:
+                    _loads(payload)
+                except orjson.JSONDecodeError:
+                    self._fail("invalid_json", f"a {kind[0]} payload that is not JSON")
+                self.frames += 1
+                append(Event(kind[0], payload))
         except _Broken:
-            buffer.clear()
             return frames
-        if offset:
-            del buffer[:offset]
+        if offset < size:
+            buffer += data[offset:]
+        self._need = need
         return frames
 
-    def _check_big(self, buffer: bytearray, start: int, end: int, length: int) -> None:
-        """A frame over the general cap may only be a model request under its own cap;
-        said as soon as its type has arrived, before its body is held."""
+    def _big_frame_allowed(self, data: bytes, start: int, end: int, length: int) -> bool:
+        """Whether a frame over the general cap is a model request under its own cap (False
+        while its type has not arrived); a violation as soon as it is not, before its body
+        is held."""
         if length > self._largest:
             self._fail("frame_too_large", f"a frame of {length} bytes is over the "
                        f"{self._largest}-byte limit")
-        head = buffer[start:min(end, start + MAX_TYPE_LENGTH + 1)]
+        head = data[start:min(end, start + MAX_TYPE_LENGTH + 1)]
         if len(head) <= MAX_TYPE_LENGTH and b" " not in head:
-            return  # its type has not arrived yet
+            return False
         if not head.startswith(_MODEL_REQUEST + b" "):
             self._fail("frame_too_large", f"a frame of {length} bytes is over the "
                        f"{self.limits.max_frame_bytes}-byte limit")
+        return True
 
-    def _frame(self, buffer: bytearray, start: int, end: int, length: int) -> Event:
-        space = buffer.find(b" ", start, min(end, start + MAX_TYPE_LENGTH + 1))
+    def _frame(self, data: bytes, start: int, end: int, length: int) -> Event:
+        space = data.find(b" ", start, min(end, start + MAX_TYPE_LENGTH + 1))
         if space < 0:
             self._fail("unknown_frame_type", f"a frame with no known type "
-                       f"({shown(buffer[start:min(end, start + 32)])})")
-        kind = _KINDS.get(bytes(buffer[start:space]))
+                       f"({shown(data[start:min(end, start + 32)])})")
+        kind = _KINDS.get(data[start:space])
         if kind is None:
-            self._fail("unknown_frame_type", f"unknown frame type {shown(buffer[start:space])}")
+            self._fail("unknown_frame_type", f"unknown frame type {shown(data[start:space])}")
         name, role = kind
-        payload = bytes(buffer[space + 1:end])
-        if role == _TURN or role == _DONE:
-            if not self.turns_open:
-                self._fail("event_outside_turn", f"a {name} event while no turn is open")
+        payload = data[space + 1:end]
+        if role <= _DONE:  # a turn event: one branch for every turn bound
             self._turn_events += 1
             self._turn_bytes += length
-            if self._turn_events > self.limits.max_turn_events:
-                self._fail("turn_event_limit", f"over {self.limits.max_turn_events} events "
-                           "in one turn")
-            if self._turn_bytes > self.limits.max_turn_bytes:
-                self._fail("turn_byte_limit", f"over {self.limits.max_turn_bytes} bytes of "
-                           "events in one turn")
             self._byte_tokens -= length
-            if self._byte_tokens < 0:
-                self._fail("byte_rate", f"events over {self.limits.bytes_per_second:g} "
-                           f"bytes/s (burst {self.limits.byte_burst})")
+            if (not self.turns_open or self._turn_events > self._max_turn_events
+                    or self._turn_bytes > self._max_turn_bytes or self._byte_tokens < 0):
+                self._turn_bound_broken(name)
         elif role == _READY:
             if self._ready:
                 self._fail("unexpected_frame", "a second ready")
@@ -269,13 +301,9 @@ class BridgeGuard:
                 self._fail("unexpected_frame", "timing points nobody asked for")
         elif not self._ready:  # exec_result
             self._fail("unexpected_frame", f"{name} before ready")
-        if role != _MODEL and length > self.limits.max_frame_bytes:
-            self._fail("frame_too_large", f"a {name} frame of {length} bytes is over the "
-                       f"{self.limits.max_frame_bytes}-byte limit")
         self._event_tokens -= 1
         if self._event_tokens < 0:
-            self._fail("event_rate", f"frames over {self.limits.events_per_second:g}/s "
-                       f"(burst {self.limits.event_burst})")
+            self._event_rate_broken()
         try:
             orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -285,10 +313,29 @@ class BridgeGuard:
         self.frames += 1
         return Event(name, payload)
 
+    def _turn_bound_broken(self, name: str) -> None:
+        limits = self.limits
+        if not self.turns_open:
+            self._fail("event_outside_turn", f"a {name} event while no turn is open")
+        if self._turn_events > limits.max_turn_events:
+            self._fail("turn_event_limit", f"over {limits.max_turn_events} events in one turn")
+        if self._turn_bytes > limits.max_turn_bytes:
+            self._fail("turn_byte_limit", f"over {limits.max_turn_bytes} bytes of events in "
+                       "one turn")
+        if self._byte_tokens < 0:
+            self._fail("byte_rate", f"events over {limits.bytes_per_second:g} bytes/s "
+                       f"(burst {limits.byte_burst})")
+        self._event_rate_broken()
+
+    def _event_rate_broken(self) -> None:
+        self._fail("event_rate", f"frames over {self.limits.events_per_second:g}/s "
+                   f"(burst {self.limits.event_burst})")
+
     def _break(self, rule: str, message: str) -> Violation:
         if self.violation is None:
             self.violation = Violation(rule, message)
         self._buffer.clear()
+        self._need = 0
         return self.violation
 
     def _fail(self, rule: str, message: str) -> None:
