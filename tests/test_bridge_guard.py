@@ -11,7 +11,9 @@ import time
 import orjson
 import pytest
 
+from gateway.cli import parse_args as gateway_args
 from runner.bridge_client import BridgeClient, ExecTimeout
+from runner.cli import parse_args as runner_args
 from wire.bridge import encode_frame
 from wire.bridge_limits import ERROR_CODE, MIB, BridgeGuard, BridgeLimits, Violation
 from wire.events import Event
@@ -191,6 +193,18 @@ def test_limits_come_from_the_environment_and_refuse_nonsense() -> None:
                 {"ASH_BRIDGE_RESUME_QUEUED_BYTES": str(2 * BridgeLimits().max_queued_bytes)}):
         with pytest.raises(ValueError, match="ASH_BRIDGE_"):
             BridgeLimits.from_env(bad)
+
+
+def test_both_entry_points_refuse_a_bad_limit_at_startup(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ASH_INTERNAL_SECRET", "s")
+    monkeypatch.setenv("ASH_BRIDGE_FRAME_DEADLINE", "2.5")
+    assert gateway_args([]).port is not None and runner_args(["--gateway", "127.0.0.1:1"])
+    monkeypatch.setenv("ASH_BRIDGE_MAX_QUEUED_BYTES", "-5")
+    for parse in (lambda: gateway_args([]), lambda: runner_args(["--gateway", "127.0.0.1:1"])):
+        with pytest.raises(SystemExit):
+            parse()
+        assert "ASH_BRIDGE_MAX_QUEUED_BYTES must be positive" in capsys.readouterr().err
 
 
 # BridgeClient on a real socketpair: the I/O side of the rules
