@@ -74,8 +74,13 @@ class SessionService:
         """The backend stopped a session's sandbox between turns (its bridge broke the
         protocol): pause the session, saying why; a resume starts a new sandbox. (A turn
         that was running ends with its own `error`, and `_finish_turn` pauses it.)"""
+        turn = self._turns.get(session_id)
+        if turn is not None:  # look again once the turn is over (it may have paused it)
+            turn.add_done_callback(lambda _: self._sandbox_stopped(session_id, reason))
+            return
         row = self.store.get_session(session_id)
-        if row is None or row.status != "active" or self.is_busy(session_id):
+        if (row is None or row.status != "active" or self.is_busy(session_id)
+                or self.backend.is_alive(session_id)):
             return
         self.store.update_session(session_id, status="paused", sandbox_id=None, error=reason)
         if row.sandbox_id:

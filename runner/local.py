@@ -275,11 +275,16 @@ class LocalBackend:
             log.warning("session %s: bridge protocol violation (%s): sandbox stopped",
                         session_id, violation.rule)
             sandbox = self._sandboxes.get(session_id)
-            if (sandbox is not None and sandbox.bridge is bridge and not sandbox.busy
-                    and self._stop_listener is not None):
+            if sandbox is not None and sandbox.bridge is bridge and self._stop_listener is not None:
                 self._stop_listener(session_id, f"bridge protocol violation: {violation.message}")
 
         return stop
+
+    def stop_reason(self, session_id: str) -> str | None:
+        """Why the runner stopped the session's sandbox, if it did (a protocol violation)."""
+        sandbox = self._sandboxes.get(session_id)
+        violation = sandbox.client.violation if sandbox is not None else None
+        return f"bridge protocol violation: {violation.message}" if violation else None
 
     def is_alive(self, session_id: str) -> bool:
         sandbox = self._sandboxes.get(session_id)

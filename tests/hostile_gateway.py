@@ -21,8 +21,13 @@ def hostile_bootstrap(paths: Sequence[str]) -> str:
             f"exec(compile({HOSTILE_SOURCE!r}, 'hostile_bridge', 'exec'))")
 
 
-if __name__ == "__main__":
+def use_hostile_bridge() -> None:
+    """Every sandbox this process starts from now on runs the hostile bridge."""
     bwrap.bootstrap = hostile_bootstrap
+
+
+if __name__ == "__main__":
+    use_hostile_bridge()
     from gateway.cli import main
 
     sys.exit(main())

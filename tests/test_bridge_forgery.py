@@ -8,12 +8,14 @@ Then a hostile bridge (tests/hostile_bridge.py: the real bridge with an attackin
 in a real bubblewrap sandbox of a real gateway (tests/hostile_gateway.py swaps only the
 sandbox's bootstrap). Each attack ends, over a real HTTP/2 stream, in an `error` event
 with code `bridge_protocol_violation` naming the rule, then `done` with status error; the
-session is paused and resumes. Each prints the gateway's RSS and ash.db (+WAL) size
+session is paused and resumes. The same hostile bridge on a runner (split mode) is
+stopped there, before its frames reach gRPC. Each prints the gateway's RSS and ash.db (+WAL) size
 before and after and asserts a bound.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.sandbox_helpers import (
     running_gateway,
     session_status,
 )
+from tests.split_cluster import Cluster, RunnerProcess
 from tests.sse_client import SseEvent
 
 HOSTILE_LIMITS = {
@@ -62,9 +65,9 @@ def hostile_client(hostile: GatewayProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def rss(gateway: GatewayProcess) -> int:
-    assert gateway.process is not None
-    for line in Path(f"/proc/{gateway.process.pid}/status").read_text().splitlines():
+def rss(process: subprocess.Popen[str] | None) -> int:
+    assert process is not None
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
@@ -75,18 +78,26 @@ def db_size(gateway: GatewayProcess) -> int:
 
 
 class Footprint:
-    """The gateway's RSS and database size around an attack, printed and bounded."""
+    """The gateway's (and a runner's) RSS and the database size around an attack, printed
+    and bounded."""
 
-    def __init__(self, gateway: GatewayProcess, attack: str) -> None:
-        self.gateway, self.attack = gateway, attack
-        self.rss, self.db = rss(gateway), db_size(gateway)
+    def __init__(self, gateway: GatewayProcess, attack: str,
+                 runner: RunnerProcess | None = None) -> None:
+        self.gateway, self.attack, self.runner = gateway, attack, runner
+        self.rss, self.db = rss(gateway.process), db_size(gateway)
+        self.runner_rss = rss(runner.process) if runner is not None else 0
 
     def check(self) -> None:
-        rss_after, db_after = rss(self.gateway), db_size(self.gateway)
+        rss_after, db_after = rss(self.gateway.process), db_size(self.gateway)
         print(f"\n{self.attack}: gateway RSS {self.rss / 2**20:.1f} -> {rss_after / 2**20:.1f}"
               f" MiB; ash.db+WAL {self.db / 2**20:.2f} -> {db_after / 2**20:.2f} MiB")
         assert rss_after - self.rss < RSS_GROWTH_BOUND
         assert db_after - self.db < DB_GROWTH_BOUND
+        if self.runner is not None:
+            runner_after = rss(self.runner.process)
+            print(f"{self.attack}: runner RSS {self.runner_rss / 2**20:.1f} -> "
+                  f"{runner_after / 2**20:.1f} MiB")
+            assert runner_after - self.runner_rss < RSS_GROWTH_BOUND
 
 
 def violation_of(events: list[SseEvent]) -> dict[str, Any]:
@@ -273,3 +284,74 @@ def test_an_exec_the_bridge_never_answers_fails_after_its_time_limit_and_grace(
     assert response.json() == {"error": f"sandbox backend: session {sid}: the sandbox did not "
                                "answer exec within 2 s", "statusCode": 503}
     assert 1.5 < waited < 10, waited
+
+
+# the same on a runner (split mode): the runner's BridgeClient holds the line
+
+
+@pytest.fixture(scope="module")
+def hostile_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("split")).start()
+    try:
+        cluster.add_runners("hostile-runner", module="tests.hostile_runner",
+                            extra_env=HOSTILE_LIMITS)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def wait_until_paused(client: httpx.Client, session_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while session_status(client, session_id) != "paused":
+        assert time.monotonic() < deadline, session_status(client, session_id)
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("prompt", "rule"), [("oversized", "frame_too_large"),
+                                              ("newline-type", "unknown_frame_type")])
+def test_a_hostile_bridge_on_a_runner_is_stopped_on_the_runner(
+    hostile_cluster: Cluster, tmp_path: Path, prompt: str, rule: str
+) -> None:
+    with hostile_cluster.client() as split_client:
+        sid = new_session(split_client, tmp_path, prompt)
+        footprint = Footprint(hostile_cluster.gateway, f"split {prompt}",
+                              hostile_cluster.runners["hostile-runner"])
+        events = send_message(split_client, sid, prompt)
+        footprint.check()
+        assert violation_of(events)["rule"] == rule
+        wait_until_paused(split_client, sid)
+        assert_paused_then_resumable(split_client, sid)
+
+
+def test_a_flood_on_a_runner_is_cut_there_with_memory_and_log_bounded(
+    hostile_cluster: Cluster, tmp_path: Path
+) -> None:
+    """The runner's guard cuts the flood; the client sees the turn end in an error. (Which
+    error: `runner_lost`, not the violation — a runner's Session stream that ends because
+    its sandbox exited loses the turn's last messages when a backlog is in flight, as it
+    does for any bridge killed mid-stream; see the report.)"""
+    runner = hostile_cluster.runners["hostile-runner"]
+    with hostile_cluster.client() as split_client:
+        sid = new_session(split_client, tmp_path, "flood")
+        footprint = Footprint(hostile_cluster.gateway, "split flood", runner)
+        events = send_message(split_client, sid, "flood")
+        footprint.check()
+        assert events[-1].data == {"status": "error"} and events[-2].event == "error"
+        assert sum(e.event == "text_delta" for e in events) <= 25_000
+        assert "bridge protocol violation (event_rate)" in runner.log_path.read_text()
+        wait_until_paused(split_client, sid)
+        assert_paused_then_resumable(split_client, sid)
+
+
+def test_events_between_turns_on_a_runner_pause_the_session(
+    hostile_cluster: Cluster, tmp_path: Path
+) -> None:
+    with hostile_cluster.client() as split_client:
+        sid = new_session(split_client, tmp_path, "between")
+        events = send_message(split_client, sid, "between-turns")
+        assert events[-1].data == {"status": "ok"}
+        wait_until_paused(split_client, sid)
+        error = split_client.get(f"/api/sessions/{sid}").json()["session"]["error"]
+        assert error.startswith("sandbox exited: bridge protocol violation: a text_delta "
+                                "event while no turn is open"), error
+        assert_paused_then_resumable(split_client, sid)
