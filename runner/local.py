@@ -70,8 +70,8 @@ SANDBOXES_DIR = "sandboxes"
 DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 StopListener = Callable[[str, str], None]
-"""Told (session id, why) when a sandbox is stopped between turns for breaking the bridge
-protocol; the gateway pauses the session."""
+"""Told (session id, why) when a sandbox is stopped for breaking the bridge protocol; the
+gateway pauses the session (at once between turns, after the turn during one)."""
 
 
 @dataclass(eq=False)
@@ -135,8 +135,8 @@ class LocalBackend:
                      self._isolation.mode)
 
     def on_sandbox_stopped(self, listener: StopListener | None) -> None:
-        """Call `listener` when a sandbox is stopped between turns for breaking the bridge
-        protocol (during a turn, the turn itself ends with the `error`)."""
+        """Call `listener` when a sandbox is stopped for breaking the bridge protocol (a turn
+        that runs also ends with the `error`; between turns only the listener hears of it)."""
         self._stop_listener = listener
 
     def start_warm_pool(self) -> None:
@@ -267,8 +267,8 @@ class LocalBackend:
                             warm=True)
 
     def _violation_handler(self, session_id: str, bridge: BridgeProcess) -> ViolationHandler:
-        """Kill `bridge` the moment it breaks the protocol; between turns (nobody reads:
-        no turn will say it) the stop listener hears of it."""
+        """Kill `bridge` the moment it breaks the protocol, and tell the stop listener (between
+        turns nobody reads: no turn will say it)."""
 
         def stop(violation: Violation) -> None:
             kill_now(bridge)
