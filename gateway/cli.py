@@ -33,6 +33,7 @@ from runner.isolation import (
     create_isolation,
 )
 from runner.local import LocalBackend
+from runner.sandbox import BridgeSettings
 from runner.warm_pool import add_warm_pool_argument
 
 log = logging.getLogger("ash.gateway")
@@ -138,6 +139,11 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         ("--request-body-timeout", args.request_body_timeout)):
         if not 0 < value <= 3600:
             parser.error(f"{flag} must be a number of seconds in (0, 3600]")
+    if args.mode != "coordinator":
+        try:
+            BridgeSettings.from_env()  # ASH_BACKEND, ASH_MOCK_*, ASH_BRIDGE_* limits
+        except ValueError as exc:
+            parser.error(str(exc))
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)

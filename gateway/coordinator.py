@@ -97,6 +97,16 @@ class Coordinator:
         (it ran on while no gateway was attached): the session service takes it over."""
         self._unfinished: dict[str, list[str]] = {}
         """Such sessions by runner, until the runner's heartbeat stream is up."""
+        self._stop_listener: Callable[[str, str], None] | None = None
+
+    def on_sandbox_stopped(self, listener: Callable[[str, str], None] | None) -> None:
+        """Call `listener` (session id, why) when a runner reports a session's sandbox
+        exited (its bridge broke the protocol, a limit killed it)."""
+        self._stop_listener = listener
+
+    def _sandbox_stopped(self, session_id: str, reason: str) -> None:
+        if self._stop_listener is not None:
+            self._stop_listener(session_id, reason)
 
     async def start(self) -> str:
         """Open the registry's gRPC listener and start the liveness sweep; its address."""
@@ -127,6 +137,7 @@ class Coordinator:
                 bundles=self._bundles, cafile=self._settings.cafile,
                 turn_rpc=self._settings.turn_rpc,
             )
+            self._clients[runner.id].stop_listener = self._sandbox_stopped
         release = [sid for sid in held if not self._routes_to(sid, runner.id)]
         self._unfinished[runner.id] = [
             turn.session_id for turn in unfinished

@@ -45,7 +45,7 @@ from runner.grpc_transport import open_channel
 from wire import events
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
-from wire.events import Event
+from wire.events import SANDBOX_EXITED, Event
 from wire.internal_auth import call_metadata
 
 log = logging.getLogger("ash.coordinator")
@@ -103,8 +103,12 @@ class _Stream:
         async with self.write_lock:
             await self.call.write(command)
 
+    closed_here: bool = False
+    """This gateway closed the stream (destroy, a newer stream, retiring)."""
+
     def close(self) -> None:
         self.closed = True
+        self.closed_here = True
         self.call.cancel()
 
 
@@ -138,6 +142,8 @@ class RemoteBackend:
         """Why this backend takes no more work (runner lost or leaving, gateway closing)."""
         self._channel_closing = False
         self._background: set[asyncio.Task[None]] = set()
+        self.stop_listener: Callable[[str, str], None] | None = None
+        """Told (session id, why) when the runner reports a session's sandbox exited."""
         self._lost_event = Event(events.ERROR, orjson.dumps(
             {"error": "runner lost", "code": "runner_lost", "runner": runner_id}
         ))
@@ -218,6 +224,19 @@ class RemoteBackend:
         stream.call_ended = True
         if not stream.busy:
             self._forget(session_id, stream)
+        if self.stop_listener is not None and not stream.closed_here:
+            task = asyncio.get_running_loop().create_task(self._report_stop(session_id, stream))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _report_stop(self, session_id: str, stream: _Stream) -> None:
+        """Tell the stop listener of a sandbox its runner saw exit (the stream's status
+        says so, and why), so the session pauses even with no turn to say it."""
+        with contextlib.suppress(Exception):
+            code, details = await stream.call.code(), await stream.call.details()
+            if code is grpc.StatusCode.ABORTED and details.startswith(SANDBOX_EXITED):
+                assert self.stop_listener is not None
+                self.stop_listener(session_id, details[:500])
 
     def _forget(self, session_id: str, stream: _Stream) -> None:
         stream.closed = True

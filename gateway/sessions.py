@@ -67,6 +67,25 @@ class SessionService:
 
     def __post_init__(self) -> None:
         self.event_log.on_flushed = self.backend.acknowledge
+        watch_stops = getattr(self.backend, "on_sandbox_stopped", None)
+        if watch_stops is not None:
+            watch_stops(self._sandbox_stopped)
+
+    def _sandbox_stopped(self, session_id: str, reason: str) -> None:
+        """The backend stopped a session's sandbox between turns (its bridge broke the
+        protocol): pause the session, saying why; a resume starts a new sandbox. (A turn
+        that was running ends with its own `error`, and `_finish_turn` pauses it.)"""
+        turn = self._turns.get(session_id)
+        if turn is not None:  # look again once the turn is over (it may have paused it)
+            turn.add_done_callback(lambda _: self._sandbox_stopped(session_id, reason))
+            return
+        row = self.store.get_session(session_id)
+        if (row is None or row.status != "active" or self.is_busy(session_id)
+                or self.backend.is_alive(session_id)):
+            return
+        self.store.update_session(session_id, status="paused", sandbox_id=None, error=reason)
+        if row.sandbox_id:
+            self.store.end_sandbox(row.sandbox_id, "dead")
 
     # lookups
 

@@ -44,6 +44,7 @@ from runner.isolation import (
 )
 from runner.local import LocalBackend
 from runner.registration import Registration, RegistrationConfig, RegistrationRefused
+from runner.sandbox import BridgeSettings
 from runner.warm_pool import add_warm_pool_argument
 from wire.internal_auth import SECRET_ENV
 
@@ -132,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
     check_tls_arguments(parser, args)
     if args.max_sandboxes < 1:
         parser.error("--max-sandboxes must be at least 1")
+    try:
+        BridgeSettings.from_env()  # ASH_BACKEND, ASH_MOCK_*, ASH_BRIDGE_* limits
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.heartbeat_interval < 0.1:
         parser.error("--heartbeat-interval must be at least 0.1 seconds")
     if args.grpc_max_message_bytes < 1:

@@ -321,7 +321,10 @@ class RunnerService(pb_grpc.RunnerServicer):
 
     async def _watch_exit(self, session_id: str, inbox: _Inbox) -> None:
         await self.backend.wait_exit(session_id)
-        inbox.put_nowait(_End(grpc.StatusCode.ABORTED, "sandbox exited"))
+        reason = self.backend.stop_reason(session_id)
+        inbox.put_nowait(_End(grpc.StatusCode.ABORTED,
+                              f"{events.SANDBOX_EXITED}: {reason}" if reason
+                              else events.SANDBOX_EXITED))
 
     async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> None:
         write: Write = context.write

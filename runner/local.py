@@ -44,7 +44,7 @@ from runner.backend import (
     SandboxInfo,
     SandboxStartError,
 )
-from runner.bridge_client import BridgeClient
+from runner.bridge_client import BridgeClient, ExecTimeout, ViolationHandler
 from runner.isolation import BwrapIsolation, Isolation, create_isolation, mode_from_env
 from runner.model_proxy import ModelProxy, ModelUpstream
 from runner.sandbox import (
@@ -53,6 +53,7 @@ from runner.sandbox import (
     SandboxSpec,
     discard_bridge,
     first_event,
+    kill_now,
     reap,
     session_env,
     spawn_bridge,
@@ -63,6 +64,7 @@ from runner.workspace_state import SNAPSHOT_DEADLINE, is_small, pack_workspace
 from runner.workspace_state import restore_workspace as restore_workspace  # re-exported
 from wire import events
 from wire import timing as wt
+from wire.bridge_limits import Violation
 from wire.events import Event
 
 log = logging.getLogger("ash.runner")
@@ -70,6 +72,9 @@ log = logging.getLogger("ash.runner")
 SANDBOXES_DIR = "sandboxes"
 DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+StopListener = Callable[[str, str], None]
+"""Told (session id, why) when a sandbox is stopped for breaking the bridge protocol; the
+gateway pauses the session (at once between turns, after the turn during one)."""
 
 
 @dataclass(eq=False)
@@ -93,6 +98,8 @@ class _Sandbox:
 
 class LocalBackend:
     """The `Backend` protocol with every sandbox a child process of this one."""
+
+    _stop_listener: StopListener | None = None
 
     def __init__(
         self,
@@ -167,6 +174,11 @@ class LocalBackend:
             f"at capacity: {self.held()} of {self.max_sandboxes} sandboxes are live (warm "
             f"pool included); end a session or raise --max-sandboxes ({MAX_SANDBOXES_ENV})")
 
+    def on_sandbox_stopped(self, listener: StopListener | None) -> None:
+        """Call `listener` when a sandbox is stopped for breaking the bridge protocol (a turn
+        that runs also ends with the `error`; between turns only the listener hears of it)."""
+        self._stop_listener = listener
+
     def start_warm_pool(self) -> None:
         """Start filling the warm pool, if there is one (in the running event loop)."""
         if self._pool is not None:
@@ -227,7 +239,9 @@ class LocalBackend:
         proxy = self._model_proxy(spec, to_bridge)
         try:
             client = await BridgeClient.connect(
-                bridge.sock, proxy.on_frame if proxy is not None else None)
+                bridge.sock, proxy.on_frame if proxy is not None else None,
+                limits=self._settings.limits,
+                on_violation=self._violation_handler(spec.session_id, bridge))
             ready = await first_event(client, bridge, self._isolation, events.READY,
                                       self._ready_timeout)
         except BaseException:
@@ -247,13 +261,14 @@ class LocalBackend:
     def _record(spec: SandboxSpec, bridge: BridgeProcess, client: BridgeClient,
                 proxy: ModelProxy | None, ready: Event, *, restored: bool,
                 warm: bool = False) -> _Sandbox:
+        said = orjson.loads(ready.data)  # JSON: the guard checked; the shape is the bridge's
         info = SandboxInfo(
             sandbox_id=f"sbx_{secrets.token_hex(8)}",
             session_id=spec.session_id,
             pid=bridge.pid,
             workspace=str(spec.workspace),
             restored=restored,
-            agent_backend=str(orjson.loads(ready.data).get("backend", "")),
+            agent_backend=str(said.get("backend", ""))[:64] if isinstance(said, dict) else "",
         )
         return _Sandbox(spec, info, bridge, client, proxy=proxy, warm=warm)
 
@@ -282,6 +297,7 @@ class LocalBackend:
         """Bind `warm` to `spec`'s session; on any failure the sandbox is gone."""
         proxy = self._model_proxy(spec, warm.client.send)
         warm.client.set_model_handler(proxy.on_frame if proxy is not None else None)
+        warm.client.set_violation_handler(self._violation_handler(spec.session_id, warm.bridge))
         try:
             ready = await pool.bind(warm, spec, env)
         except BaseException:
@@ -290,6 +306,26 @@ class LocalBackend:
             raise
         return self._record(spec, warm.bridge, warm.client, proxy, ready, restored=False,
                             warm=True)
+
+    def _violation_handler(self, session_id: str, bridge: BridgeProcess) -> ViolationHandler:
+        """Kill `bridge` the moment it breaks the protocol, and tell the stop listener (between
+        turns nobody reads: no turn will say it)."""
+
+        def stop(violation: Violation) -> None:
+            kill_now(bridge)
+            log.warning("session %s: bridge protocol violation (%s): sandbox stopped",
+                        session_id, violation.rule)
+            sandbox = self._sandboxes.get(session_id)
+            if sandbox is not None and sandbox.bridge is bridge and self._stop_listener is not None:
+                self._stop_listener(session_id, f"bridge protocol violation: {violation.message}")
+
+        return stop
+
+    def stop_reason(self, session_id: str) -> str | None:
+        """Why the runner stopped the session's sandbox, if it did (a protocol violation)."""
+        sandbox = self._sandboxes.get(session_id)
+        violation = sandbox.client.violation if sandbox is not None else None
+        return f"bridge protocol violation: {violation.message}" if violation else None
 
     def is_alive(self, session_id: str) -> bool:
         sandbox = self._sandboxes.get(session_id)
@@ -367,8 +403,10 @@ class LocalBackend:
                 event = await sandbox.client.next_event()
                 if event is None:
                     turn_open = False
-                    code = await self._reap(sandbox.bridge, kill=sandbox.client.error is not None)
-                    yield self._exit_error(sandbox, code)
+                    violation = sandbox.client.violation
+                    code = await self._reap(sandbox.bridge, kill=violation is not None)
+                    yield (Event(events.ERROR, violation.payload()) if violation is not None
+                           else self._exit_error(sandbox, code))
                     yield DONE_AFTER_ERROR
                     return
                 if first_pending and event.type in wt.TOKEN_EVENTS:
@@ -436,13 +474,9 @@ class LocalBackend:
             answer = await sandbox.client.exec(command, min(time_limit, EXEC_MAX_TIMEOUT))
         except ConnectionError as exc:
             raise SandboxGone(f"session {session_id}: {exc}") from exc
-        return ExecResult(
-            exit_code=answer["exitCode"],
-            stdout=answer["stdout"].encode(),
-            stderr=answer["stderr"].encode(),
-            truncated=answer["truncated"],
-            timed_out=answer["timedOut"],
-        )
+        except ExecTimeout as exc:
+            raise BackendError(f"session {session_id}: {exc}") from exc
+        return exec_result(session_id, answer)
 
     # state
 
@@ -511,3 +545,16 @@ class LocalBackend:
         if sandbox is None or not sandbox.alive:
             raise SandboxGone(f"session {session_id} has no live sandbox")
         return sandbox
+
+
+def exec_result(session_id: str, answer: dict[str, Any]) -> ExecResult:
+    """An `exec_result` payload (from the untrusted bridge), checked field by field."""
+    exit_code, stdout, stderr = answer.get("exitCode"), answer.get("stdout"), answer.get("stderr")
+    truncated, timed_out = answer.get("truncated"), answer.get("timedOut")
+    if (not isinstance(exit_code, int) or isinstance(exit_code, bool)
+            or not isinstance(stdout, str) or not isinstance(stderr, str)
+            or not isinstance(truncated, bool) or not isinstance(timed_out, bool)):
+        raise BackendError(f"session {session_id}: the sandbox answered exec with a "
+                           "malformed result")
+    return ExecResult(exit_code=exit_code, stdout=stdout.encode(), stderr=stderr.encode(),
+                      truncated=truncated, timed_out=timed_out)

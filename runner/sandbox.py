@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from runner.backend import AgentSpec, SandboxStartError
 from runner.bridge_client import BridgeClient
 from runner.timing import TIMING
 from wire import timing as wt
+from wire.bridge_limits import BridgeLimits, Violation
 from wire.events import WARM_SLOT_ENV, Event
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class BridgeSettings:
     mock_first_token_ms: float | None = None
     mock_token_interval_ms: float | None = None
     mock_tokens: int | None = None
+    limits: BridgeLimits = field(default_factory=BridgeLimits)
+    """What a bridge may send (ASH_BRIDGE_*: wire/bridge_limits.py)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> BridgeSettings:
@@ -79,6 +82,7 @@ class BridgeSettings:
             mock_first_token_ms=number("ASH_MOCK_FIRST_TOKEN_MS", float),
             mock_token_interval_ms=number("ASH_MOCK_TOKEN_INTERVAL_MS", float),
             mock_tokens=number("ASH_MOCK_TOKENS", int),
+            limits=BridgeLimits.from_env(environ),
         )
 
     def mock_env(self) -> dict[str, str]:
@@ -384,6 +388,9 @@ async def first_event(client: BridgeClient, bridge: BridgeProcess, isolation: Is
         raise SandboxStartError(
             f"bridge not {expected} after {within:g} s: {bridge.log_tail()}") from None
     if event is None:
+        if client.violation is not None:
+            await reap(bridge, 0, kill=True)
+            raise SandboxStartError(f"bridge protocol violation: {client.violation.message}")
         code = await reap(bridge, within)
         hit = isolation.limit_hit(bridge)
         reason = hit.message if hit is not None else bridge.log_tail()
@@ -391,6 +398,18 @@ async def first_event(client: BridgeClient, bridge: BridgeProcess, isolation: Is
     if event.type != expected:
         raise SandboxStartError(f"bridge sent {event.type!r} before {expected}")
     return event
+
+
+def kill_now(bridge: BridgeProcess) -> None:
+    """SIGKILL the bridge's sandbox at once (from a callback: no waiting); `reap` collects it."""
+    if bridge.process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            bridge.process.kill()
+
+
+def killer(bridge: BridgeProcess) -> Callable[[Violation], None]:
+    """A BridgeClient violation handler that kills `bridge` at once."""
+    return lambda _violation: kill_now(bridge)
 
 
 async def discard_bridge(bridge: BridgeProcess, client: BridgeClient | None,

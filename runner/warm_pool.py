@@ -50,6 +50,7 @@ from runner.sandbox import (
     SandboxSpec,
     discard_bridge,
     first_event,
+    killer,
     reap,
     spawn_bridge,
 )
@@ -233,7 +234,9 @@ class WarmPool:
                 bridge = await spawn_bridge(spec, self._isolation, warm=True)
                 client: BridgeClient | None = None
                 try:
-                    client = await BridgeClient.connect(bridge.sock)
+                    client = await BridgeClient.connect(
+                        bridge.sock, limits=self._settings.limits, on_violation=killer(bridge),
+                        warm=True)
                     await first_event(client, bridge, self._isolation, events.WARM,
                                       self._ready_timeout)
                     return WarmSandbox(spec, bridge, client)

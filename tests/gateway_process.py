@@ -29,6 +29,8 @@ class GatewayProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     data_dir_flag: bool = True
     """Pass --data-dir; when False the test gives ASH_DATA_DIR in `extra_env` instead."""
+    module: str = "gateway"
+    """What `python -m` runs: the gateway, or a test's wrapper of it."""
     process: subprocess.Popen[str] | None = None
     url: str = ""
     banner: list[str] = field(default_factory=list)
@@ -43,7 +45,7 @@ class GatewayProcess:
         self.banner = []
         with open(self.stderr_path, "ab") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "--port", "0",
+                [sys.executable, "-m", self.module, "--port", "0",
                  *(["--data-dir", str(self.data_dir)] if self.data_dir_flag else []),
                  *self.extra_args],
                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,

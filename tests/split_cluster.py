@@ -40,6 +40,8 @@ class RunnerProcess:
     secret: str | None = SECRET
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    module: str = "runner"
+    """What `python -m` runs: the runner, or a test's wrapper of it."""
     process: subprocess.Popen[str] | None = None
     address: str = ""
 
@@ -52,7 +54,7 @@ class RunnerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "runner", "--gateway", self.gateway,
+                [sys.executable, "-m", self.module, "--gateway", self.gateway,
                  "--listen", "127.0.0.1:0", "--runner-id", self.runner_id,
                  "--max-sandboxes", str(self.max_sandboxes),
                  "--heartbeat-interval", str(self.heartbeat),

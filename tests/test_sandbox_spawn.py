@@ -68,14 +68,55 @@ async def test_agent_folder_and_home_are_at_their_sandbox_paths(
 async def test_bridge_keeps_no_descriptor_beyond_stdio_and_its_socket(
     backend: LocalBackend, agent: AgentSpec
 ) -> None:
+    """Seen from the host (the sandbox's own processes cannot look: see the next test)."""
     await backend.create(SID, agent)
-    listing = await shell(backend, "ls /proc/2/fd")
-    fds = sorted(int(fd) for fd in listing.split())
-    bridge_fd = int((await shell(backend, "echo $ASH_BRIDGE_FD")).strip())
-    assert fds[:3] == [0, 1, 2] and bridge_fd in fds
-    kinds = await shell(backend, "for f in /proc/2/fd/*; do readlink $f; done | sort -u")
+    bridge = python_descendant(backend.pid(SID))
+    fds = sorted(int(fd) for fd in os.listdir(f"/proc/{bridge}/fd"))
+    kinds = {os.readlink(f"/proc/{bridge}/fd/{fd}") for fd in fds}
+    assert fds[:3] == [0, 1, 2] and any(k.startswith("socket:") for k in kinds), kinds
     assert all(k.startswith(("pipe:", "socket:", "anon_inode:", "/dev/null"))
-               for k in kinds.split()), kinds
+               for k in kinds), kinds
+
+
+async def test_no_process_of_the_sandbox_can_reach_the_bridge_socket(
+    backend: LocalBackend, agent: AgentSpec
+) -> None:
+    """The agent's processes share the bridge's uid: the bridge names its socket nowhere,
+    lets no child inherit it and is non-dumpable, so its /proc/<pid>/fd is closed to them."""
+    await backend.create(SID, agent)
+    socket_target = bridge_socket(python_descendant(backend.pid(SID)))
+    result = await backend.exec(SID, "echo fd=$ASH_BRIDGE_FD; ls -l /proc/self/fd; "
+                                      "ls -l /proc/[0-9]*/fd 2>/dev/null; "
+                                      "ls /proc/2/fd; cat /proc/2/environ; "
+                                      "grep -c . /proc/2/status >/dev/null && echo status-ok", 30)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert out.startswith("fd=\n"), out
+    reachable = [line.rsplit(" ", 1)[-1] for line in out.splitlines() if " -> " in line]
+    assert reachable and socket_target not in reachable, (socket_target, reachable)
+    assert "cannot open directory '/proc/2/fd': Permission denied" in err, err
+    assert "/proc/2/environ: Permission denied" in err, err
+    assert "status-ok" in out  # /proc/2 itself is there: only what leads to the socket is shut
+
+
+def bridge_socket(bridge: int) -> str:
+    """`socket:[inode]` of the bridge's socket: the fd its environment named at start (the
+    host reads what no process of the sandbox can)."""
+    start_env = dict(item.split(b"=", 1) for item in
+                     Path(f"/proc/{bridge}/environ").read_bytes().split(b"\0") if b"=" in item)
+    return os.readlink(f"/proc/{bridge}/fd/{int(start_env[b'ASH_BRIDGE_FD'])}")
+
+
+def python_descendant(pid: int) -> int:
+    """The first Python process under `pid` (the bridge, under bubblewrap's two)."""
+    queue = [pid]
+    while queue:
+        current = queue.pop(0)
+        if "python" in os.path.basename(os.readlink(f"/proc/{current}/exe")):
+            return current
+        for task in os.listdir(f"/proc/{current}/task"):
+            with open(f"/proc/{current}/task/{task}/children") as children:
+                queue += [int(child) for child in children.read().split()]
+    raise AssertionError(f"no Python process under {pid}")
 
 
 async def test_bridge_output_beyond_the_cap_is_dropped(tmp_path: Path) -> None:

@@ -127,10 +127,24 @@ def test_a_warm_sandbox_holds_nothing_of_any_session_or_agent(
     for pid in pids:
         names = {v.split(b"=", 1)[0] for v in Path(f"/proc/{pid}/environ").read_bytes().split(
             b"\0") if v}
+        # The environment each process started with (ASH_BRIDGE_FD: the bridge reads it, then
+        # drops it; test_a_bridge_from_the_pool_names_its_socket_to_no_command checks).
         assert names <= {b"LANG", b"TERM", b"PATH", b"HOME", b"PWD", b"ASH_BRIDGE_FD",
                          b"ASH_BACKEND", WARM_SLOT_ENV.encode()}, names  # PWD: from /bin/sh
     for agent_file in Path(f"/proc/{pids[-1]}/root/agent").iterdir():
         raise AssertionError(f"a warm sandbox's /agent holds {agent_file.name}")
+
+
+def test_a_bridge_from_the_pool_names_its_socket_to_no_command(
+        pooled: tuple[httpx.Client, int]) -> None:
+    client, _ = pooled
+    wait_for_pool(client, 1)
+    session = create_session(client, "echo")["id"]
+    assert pool_of(client)["served"] == 1
+    seen = run(client, session, "echo fd=$ASH_BRIDGE_FD; env | grep -c BRIDGE; "
+                                "ls /proc/2/fd 2>&1; true")
+    assert seen["stdout"].startswith("fd=\n0\n"), seen
+    assert "cannot open directory '/proc/2/fd': Permission denied" in seen["stdout"], seen
 
 
 def test_a_bind_frame_must_carry_an_env_of_strings() -> None:

@@ -44,6 +44,10 @@ MODEL_RESPONSE_END = "model_response_end"
 BRIDGE_EVENT_TYPES: frozenset[str] = TURN_EVENT_TYPES | {
     READY, EXEC_RESULT, MODEL_REQUEST, MODEL_CANCEL}
 
+SANDBOX_EXITED = "sandbox exited"
+"""How a runner's Session stream ends (gRPC ABORTED details) when the session's sandbox
+exits, followed by `: <why>` when the runner stopped it (a bridge protocol violation)."""
+
 # Commands (runner -> bridge).
 QUERY = "query"
 INTERRUPT = "interrupt"

@@ -1,6 +1,8 @@
 """The bridge process: serve bridge-protocol commands on the socket the runner passed in.
 
-Startup: read ASH_BRIDGE_FD, load the agent (ASH_BACKEND, ASH_AGENT_DIR), send
+Startup: take the socket ASH_BRIDGE_FD names (then forget the name, keep the socket out
+of every process the agent starts, and make this process non-dumpable: see
+`hide_bridge_socket`), load the agent (ASH_BACKEND, ASH_AGENT_DIR), send
 `ready`. Then `query` runs a turn, `interrupt` stops it, `shutdown` exits. When
 the socket reaches EOF the runner is gone and the bridge exits with it, so a
 bridge never outlives its runner.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import socket
 import sys
@@ -45,6 +48,8 @@ from wire import timing as wt
 from wire.bridge import HEADER_SIZE, FrameError, body_length, decode_body, encode_frame
 
 EXIT_CONFIG_ERROR = 2
+BRIDGE_FD_ENV = "ASH_BRIDGE_FD"
+PR_SET_DUMPABLE = 4
 MODEL_RESPONSE_TYPES = frozenset({events.MODEL_RESPONSE_HEAD, events.MODEL_RESPONSE_CHUNK,
                                   events.MODEL_RESPONSE_END})
 
@@ -249,13 +254,27 @@ async def await_bind(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return {**environ, **env}
 
 
+def hide_bridge_socket(fd: int) -> None:
+    """Keep the agent's processes (same uid) away from the bridge socket: no variable
+    names it, no child inherits it, and no process of the sandbox can open
+    /proc/<bridge>/fd/N, read /proc/<bridge>/environ or ptrace the bridge (a non-dumpable
+    process's /proc files belong to root). The runner still checks every frame."""
+    os.environ.pop(BRIDGE_FD_ENV, None)
+    os.set_inheritable(fd, False)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
 async def run(environ: Mapping[str, str]) -> int:
     try:
-        fd = int(environ["ASH_BRIDGE_FD"])
+        fd = int(environ[BRIDGE_FD_ENV])
         sock = socket.socket(fileno=fd)
+        hide_bridge_socket(fd)
     except (KeyError, ValueError, OSError) as exc:
         print(f"ash-bridge: ASH_BRIDGE_FD must name the runner's socket ({exc})", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    environ = {name: value for name, value in environ.items() if name != BRIDGE_FD_ENV}
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     if environ.get(events.WARM_SLOT_ENV):
         try:
@@ -295,7 +314,7 @@ def close_inherited_fds(environ: Mapping[str, str]) -> None:
     """Keep stdio and the bridge socket; close anything else a launcher left open (a
     sandbox's setup pipes), so nothing reachable through /proc/<bridge>/fd is extra."""
     try:
-        keep = int(environ["ASH_BRIDGE_FD"])
+        keep = int(environ[BRIDGE_FD_ENV])
     except (KeyError, ValueError):
         return
     if keep > 3:
