@@ -204,27 +204,27 @@ class SafeWalk:
         return None  # a FIFO, socket or device is no part of a workspace
 
     def _open_dir(self, entry: Entry) -> int | None:
-        try:
-            child = os.open(entry.name, DIR_FLAGS, dir_fd=entry.parent_fd)
-        except OSError as exc:
-            if exc.errno in _CHANGED:
-                log.warning("walk of %s: %s changed while walked (%s); left out",
-                            self.root, entry.path, exc.strerror)
-                return None
-            raise
-        opened = os.fstat(child)
-        if not same_file(opened, entry.st) or opened.st_dev != self._device:
-            os.close(child)
-            log.warning("walk of %s: %s is not the directory listed (swapped, or another "
-                        "mount); left out", self.root, entry.path)
-            return None
-        return child
+        opened = self._open_listed(entry, DIR_FLAGS, "directory")
+        return None if opened is None else opened[0]
 
     def open_file(self, entry: Entry) -> tuple[int, os.stat_result] | None:
         """The regular file `entry` open for reading and its `fstat`, its size counted
         against `max_bytes`; None (logged) when it is no longer the file listed."""
+        opened = self._open_listed(entry, FILE_FLAGS, "file")
+        if opened is not None:
+            try:
+                self.count_bytes(opened[1].st_size)
+            except BaseException:
+                os.close(opened[0])
+                raise
+        return opened
+
+    def _open_listed(self, entry: Entry, flags: int,
+                     kind: str) -> tuple[int, os.stat_result] | None:
+        """`entry` opened relative to its parent with `flags`, and its `fstat`; None (logged)
+        when what the name now holds is not what was listed (swapped, or another mount)."""
         try:
-            fd = os.open(entry.name, FILE_FLAGS, dir_fd=entry.parent_fd)
+            fd = os.open(entry.name, flags, dir_fd=entry.parent_fd)
         except OSError as exc:
             if exc.errno in _CHANGED:
                 log.warning("walk of %s: %s changed while walked (%s); left out",
@@ -233,15 +233,14 @@ class SafeWalk:
             raise
         try:
             opened = os.fstat(fd)
-            if not same_file(opened, entry.st) or opened.st_dev != self._device:
-                log.warning("walk of %s: %s is not the file listed (swapped, or a mount); "
-                            "left out", self.root, entry.path)
-                os.close(fd)
-                return None
-            self.count_bytes(opened.st_size)
         except BaseException:
             os.close(fd)
             raise
+        if not same_file(opened, entry.st) or opened.st_dev != self._device:
+            os.close(fd)
+            log.warning("walk of %s: %s is not the %s listed (swapped, or another mount); "
+                        "left out", self.root, entry.path, kind)
+            return None
         return fd, opened
 
     def count_bytes(self, size: int) -> None:
