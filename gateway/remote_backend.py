@@ -68,6 +68,23 @@ _RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUS
 Read = Callable[[], Awaitable[Any]]
 
 
+def every_message(call: Any) -> Read:
+    """A reader of `call`'s responses that yields every message the runner sent before its
+    status. `call.read()` raises as soon as the status has arrived, dropping what is still
+    buffered: a runner that ends a stream with ABORTED ("sandbox exited") right after a
+    turn's backlog would lose that turn's `error` and `done`. The call's async iterator reads
+    to the end first. One reader per call: the two styles cannot be mixed on one call."""
+    messages = call.__aiter__()
+
+    async def read() -> Any:
+        try:
+            return await anext(messages)
+        except StopAsyncIteration:
+            return grpc.aio.EOF
+
+    return read
+
+
 class RunnerUnavailable(BackendError):
     """This runner cannot take the sandbox now (full, draining, unreachable): try another."""
 
@@ -82,6 +99,8 @@ class _Stream:
 
     call: grpc.aio.StreamStreamCall
     info: SandboxInfo
+    read: Read
+    """Reads the call's responses (`every_message`)."""
     busy: bool = False
     closed: bool = False
     """The session is not alive here any more (`is_alive` is False)."""
@@ -197,12 +216,13 @@ class RemoteBackend:
         how many turns the runner ran on without a gateway (their events follow)."""
         session_id = info.session_id
         call = self._stub.Session(metadata=self._metadata)
+        read = every_message(call)
         try:
             async with asyncio.timeout(CREATE_TIMEOUT):
                 await call.write(pb.SessionCommand(open=pb.SessionCommand.Open(
                     session_id=session_id, state_max_bytes=self._states.max_bytes,
                     resume_after=resume_after)))
-                first = await self._call(call.read())
+                first = await self._call(read())
         except BaseException:
             call.cancel()
             raise
@@ -213,7 +233,7 @@ class RemoteBackend:
         if previous is not None:
             previous.close()
         pending = int(orjson.loads(first.data).get("pendingTurns", 0)) if first.data else 0
-        stream = _Stream(call, info, pending_turns=pending)
+        stream = _Stream(call, info, read, pending_turns=pending)
         self._streams[session_id] = stream
         call.add_done_callback(lambda _call: self._stream_ended(session_id, stream))
         return pending
@@ -306,13 +326,13 @@ class RemoteBackend:
             turns = 1
             if prompt is None:
                 turns, stream.pending_turns = stream.pending_turns, 0
-                read: Read = stream.call.read
+                read: Read = stream.read
             elif self._turn_rpc == TURN_RPC_SEND:
                 per_turn_call = self._stub.Send(pb.SendRequest(
                     session_id=session_id, prompt=prompt, options_json=options_json,
                     state_max_bytes=self._states.max_bytes, turn_id=turn_id),
                     metadata=self._metadata)
-                read = per_turn_call.read
+                read = every_message(per_turn_call)
             else:
                 try:
                     await stream.write(pb.SessionCommand(
@@ -321,7 +341,7 @@ class RemoteBackend:
                 except (grpc.RpcError, asyncio.InvalidStateError):
                     read = _broken
                 else:
-                    read = stream.call.read
+                    read = stream.read
             for _ in range(turns):
                 async for event in self._relay(session_id, stream, read):
                     turn_open = event.type != events.DONE
@@ -434,7 +454,7 @@ class RemoteBackend:
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 await stream.write(_INTERRUPT)
-                async for _event in self._relay(session_id, stream, stream.call.read):
+                async for _event in self._relay(session_id, stream, stream.read):
                     pass
         except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError):
             log.warning("session %s on runner %s did not finish an abandoned turn; "

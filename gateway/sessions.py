@@ -71,6 +71,17 @@ class SessionService:
         if watch_stops is not None:
             watch_stops(self._sandbox_stopped)
 
+    def _pause_if_gone(self, session_id: str, reason: str) -> None:
+        """Pause an active, idle session whose sandbox is gone, saying why; a resume starts
+        a new sandbox."""
+        row = self.store.get_session(session_id)
+        if (row is None or row.status != "active" or self.is_busy(session_id)
+                or self.backend.is_alive(session_id)):
+            return
+        self.store.update_session(session_id, status="paused", sandbox_id=None, error=reason)
+        if row.sandbox_id:
+            self.store.end_sandbox(row.sandbox_id, "dead")
+
     def _sandbox_stopped(self, session_id: str, reason: str) -> None:
         """The backend stopped a session's sandbox between turns (its bridge broke the
         protocol): pause the session, saying why; a resume starts a new sandbox. (A turn
@@ -79,13 +90,7 @@ class SessionService:
         if turn is not None:  # look again once the turn is over (it may have paused it)
             turn.add_done_callback(lambda _: self._sandbox_stopped(session_id, reason))
             return
-        row = self.store.get_session(session_id)
-        if (row is None or row.status != "active" or self.is_busy(session_id)
-                or self.backend.is_alive(session_id)):
-            return
-        self.store.update_session(session_id, status="paused", sandbox_id=None, error=reason)
-        if row.sandbox_id:
-            self.store.end_sandbox(row.sandbox_id, "dead")
+        self._pause_if_gone(session_id, reason)
 
     # lookups
 
@@ -344,7 +349,12 @@ class SessionService:
         finally:
             self._busy.discard(session_id)
             self.event_log.flush()
-            if not finished:
+            if finished:
+                # A remote sandbox's stream can end just behind its turn's `done` (the
+                # sandbox exited), and its status can be lost to an Ack in flight: once
+                # the turn's source is over, the backend knows whether the sandbox lives.
+                self._pause_if_gone(session_id, "sandbox exited during the turn")
+            else:
                 # Readers waiting for this turn's `done` would wait forever: end their
                 # streams; what was logged can be read again with Last-Event-ID.
                 self.feeds.close_session(session_id)

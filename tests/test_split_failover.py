@@ -17,6 +17,7 @@ import pytest
 
 from gateway.state_store import StateStore
 from tests.conftest import create_session, deploy, make_agent_folder, send_message
+from tests.gateway_process import kill_bridge
 from tests.split_cluster import HEARTBEAT, Cluster, session_of
 from tests.sse_client import SseEvent, parse_sse, reply_text
 
@@ -208,3 +209,24 @@ def test_pause_ships_state_changed_after_the_last_turn(cluster, client) -> None:
     assert resume(client, session_id)["runnerId"] == "second"
     read = client.post(f"/api/sessions/{session_id}/exec", json={"command": "cat late.txt"})
     assert read.json()["stdout"] == "written-after-the-turn\n"
+
+
+def test_a_bridge_killed_mid_burst_on_a_runner_ends_the_turn_with_its_exit_error(
+        cluster, client) -> None:
+    """The runner ends the session's stream with ABORTED once the turn's last events are
+    written; a gateway still relaying the burst to a slow reader reads every one of them
+    (the turn ends with the sandbox's exit, not `runner_lost`)."""
+    cluster.add_runners("keeper")
+    session_id = create_session(client, "echo")["id"]
+
+    def kill_then_read_slowly() -> None:
+        kill_bridge(session_id)
+        time.sleep(1.0)  # the burst's tail waits in the gateway's gRPC buffer meanwhile
+
+    events, _ = turn_cut_short(client, session_id, kill_then_read_slowly,
+                               options={"tokens": 100000, "tokenIntervalMs": 0})
+
+    assert [e.event for e in events][-2:] == ["error", "done"]
+    assert events[-2].data["code"] == "sandbox_exited"
+    assert events[-1].data == {"status": "error"}
+    assert cluster.runner_states()["keeper"]["state"] != "lost"
