@@ -74,9 +74,10 @@ class SessionService:
     def _pause_if_gone(self, session_id: str, reason: str) -> None:
         """Pause an active, idle session whose sandbox is gone, saying why; a resume starts
         a new sandbox."""
+        if self.backend.is_alive(session_id) or self.is_busy(session_id):
+            return  # the common case after a turn: no store read
         row = self.store.get_session(session_id)
-        if (row is None or row.status != "active" or self.is_busy(session_id)
-                or self.backend.is_alive(session_id)):
+        if row is None or row.status != "active":
             return
         self.store.update_session(session_id, status="paused", sandbox_id=None, error=reason)
         if row.sandbox_id:
