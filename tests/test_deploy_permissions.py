@@ -4,6 +4,7 @@ standalone mode and on a runner; a folder the gateway cannot copy is refused wit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runner.agent_cache import AgentCache
+from runner.workspace_state import pack_workspace
 from tests.conftest import create_session, deploy, send_message
 from tests.sandbox_helpers import run
 from tests.split_cluster import Cluster
@@ -68,3 +71,25 @@ def test_deploy_of_a_folder_holding_a_fifo_is_a_400(client, private_folder) -> N
     assert body["statusCode"] == 400
     assert "pipe" in body["error"], body
     assert client.get("/api/agents/private").status_code == 404
+
+
+def test_deploy_changes_no_mode_through_a_symbolic_link(client, private_folder, tmp_path) -> None:
+    """A link in the folder is copied as a link; its target's mode stays as it was."""
+    outside = tmp_path / "host-secret"
+    outside.write_text("host only\n")
+    os.chmod(outside, 0o600)
+    (private_folder / "link").symlink_to(outside)
+    agent = deploy(client, "private", private_folder)
+    assert os.readlink(Path(agent["path"]) / "link") == str(outside)
+    assert os.stat(outside).st_mode & 0o777 == 0o600
+
+
+def test_runner_unpacks_a_bundle_of_private_modes_readable(private_folder, tmp_path) -> None:
+    """A runner given a bundle whose members are 0700/0600 (an older gateway packed the
+    folder as it was) still unpacks a folder the sandbox's user can read."""
+    bundle = pack_workspace(private_folder)
+    folder = asyncio.run(AgentCache(tmp_path / "cache").folder("private", "1", bundle))
+    modes = {str(path.relative_to(folder)): path.stat().st_mode & 0o7777
+             for path in [folder, *folder.rglob("*")]}
+    assert modes == {".": 0o755, "CLAUDE.md": 0o644, "agent.json": 0o644, "tool.sh": 0o755,
+                     "sub": 0o755, "sub/file": 0o644}
