@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import orjson
 
 from gateway.http import ApiError
 from gateway.store import AgentRow, Store
+from runner.agent_cache import open_to_sandbox
 from runner.backend import AgentSpec
 from runner.limits import SandboxLimits
 
@@ -60,20 +63,46 @@ def check_agent_folder(source: Path) -> dict[str, Any]:
 
 
 def copy_agent_folder(source: Path, agents_dir: Path, name: str) -> Path:
-    """Copy `source` to `agents_dir/name`, replacing any earlier copy atomically.
+    """Copy `source` to `agents_dir/name`, replacing any earlier copy atomically; the copy
+    is made readable to the sandbox's user (see `open_to_sandbox`), whoever may read the
+    source. ApiError 400 when the gateway cannot copy it (an unreadable or special file).
 
     Runs in a worker thread: a folder may be large.
     """
     agents_dir.mkdir(parents=True, exist_ok=True)
     target = agents_dir / name
     staging = agents_dir / f".staging-{name}-{uuid.uuid4().hex}"
-    shutil.copytree(source, staging, symlinks=True)
+    try:
+        shutil.copytree(source, staging, symlinks=True, copy_function=_copy_regular_file)
+        open_to_sandbox(staging)
+    except shutil.Error as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ApiError(400, f"cannot copy the agent folder: {_first_copy_error(exc)}") from None
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ApiError(400, f"cannot copy the agent folder: {exc}") from None
     retired = agents_dir / f".retired-{name}-{uuid.uuid4().hex}"
     if target.exists():
         target.rename(retired)
     staging.rename(target)
     shutil.rmtree(retired, ignore_errors=True)
     return target
+
+
+def _copy_regular_file(source: str, target: str) -> None:
+    """`shutil.copy2` for regular files only: a FIFO would block the copy and a device
+    would be read without end (`copytree` has already made symbolic links as links)."""
+    if not stat.S_ISREG(os.lstat(source).st_mode):
+        raise shutil.SpecialFileError(f"{source} is not a regular file or directory")
+    shutil.copy2(source, target)
+
+
+def _first_copy_error(exc: shutil.Error) -> str:
+    """The first failure `copytree` collected (it gathers (source, target, why) triples)."""
+    errors = exc.args[0] if exc.args else []
+    if isinstance(errors, list) and errors and isinstance(errors[0], tuple):
+        return str(errors[0][-1])
+    return str(exc)
 
 
 def remove_agent_folder(agents_dir: Path, name: str) -> None:

@@ -49,6 +49,11 @@ And two bounds hypercorn lacks, against clients that cost much and ask nothing:
    (then a 408 and the connection closes), and a body `body_timeout` seconds of
    silence between its chunks (then the connection closes; the app sees a disconnect).
 
+And one for HTTP/1.1 clients: 7. **No reason phrase.** hypercorn builds its `h11.Response`
+without a `reason`, so every status line reads `HTTP/1.1 200 ` — valid, but `h2load --h1`
+(nghttp2) counts each such response as a failed request. `AshH11Protocol` gives every
+response its standard phrase (`HTTP/1.1 200 OK`).
+
 `install()` swaps these classes into hypercorn's modules, which is where
 hypercorn looks them up when a connection or stream starts.
 """
@@ -57,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 from typing import Any
 
 import h2.errors
@@ -72,6 +78,7 @@ from hypercorn.protocol.events import Body, Data
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h2 import BUFFER_LOW_WATER, H2Protocol, StreamBuffer
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import H11SendableEvent
 
 from gateway.servers import REQUEST_BODY_TIMEOUT, REQUEST_HEAD_TIMEOUT
 
@@ -216,8 +223,14 @@ class AshH2Protocol(H2Protocol):
         await self.has_data.set()
 
 
+REASON_PHRASES: dict[int, bytes] = {status.value: status.phrase.encode()
+                                    for status in http.HTTPStatus}
+"""Each standard status code's reason phrase, for the HTTP/1.1 status line."""
+
+
 class AshH11Protocol(H11Protocol):
-    """HTTP/1.1 with a deadline for a request's head and for each pause in its body.
+    """HTTP/1.1 with a deadline for a request's head and for each pause in its body, and a
+    reason phrase in every status line.
 
     The deadlines come from the hypercorn config's `ash_head_timeout` and
     `ash_body_timeout` (set by `gateway.serve_hypercorn`). One timer at most per
@@ -244,6 +257,13 @@ class AshH11Protocol(H11Protocol):
             raise
         if isinstance(event, RawData) and event.data:
             self._after_data()
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            # Handing over the event's own Headers object skips h11's re-validation.
+            event = type(event)(status_code=event.status_code, headers=event.headers,
+                                reason=REASON_PHRASES.get(event.status_code, b""))
+        await super()._send_h11_event(event)
 
     def _after_data(self) -> None:
         """Arm, keep or drop the deadline for the state the bytes just read left."""
