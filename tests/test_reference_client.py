@@ -18,6 +18,7 @@ from ash_sdk.models.health_response import HealthResponse
 from gateway.store import MIGRATIONS, Store
 from tests.conftest import create_session, deploy, make_agent_folder
 from tests.gateway_process import GatewayProcess, kill_bridge
+from tests.split_cluster import Cluster
 
 ISO_MILLIS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 """What JavaScript's `toISOString()` writes, as the reference does: `2026-12-02T01:02:03.456Z`."""
@@ -156,3 +157,17 @@ def test_migration_gives_agents_deployed_before_it_distinct_uuid4_ids(tmp_path: 
     ids = [uuid.UUID(agent.id) for agent in agents]
     assert [i.version for i in ids] == [4, 4] and ids[0] != ids[1]
     assert [str(i) for i in ids] == [agent.id for agent in agents]  # canonical lower case
+
+
+def test_reference_client_sees_runners_and_their_capacity_in_split_mode(tmp_path: Path) -> None:
+    with Cluster(tmp_path).start() as cluster:
+        cluster.add_runner("r1", max_sandboxes=3)
+        cluster.add_runner("r2", max_sandboxes=4)
+        cluster.wait_for_runners("r1", "r2")
+        ash = reference_client(cluster.gateway)
+        ash.deploy_agent("echo", str(make_agent_folder(tmp_path)))
+        session = ash.create_session("echo")
+        health = HealthResponse.from_dict(ash.health())
+    assert session.runner_id in ("r1", "r2") and session.status == "active"
+    assert (health.remote_runners, health.pool.max_capacity) == (2, 7)
+    assert (health.active_sessions, health.active_sandboxes, health.pool.total) == (1, 1, 1)
