@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from gateway.http import ApiError
-from gateway.store import AgentRow, Store
+from gateway.store import DEFAULT_TENANT, AgentRow, Store
+from gateway.timestamps import iso_utc
 from runner.agent_cache import open_to_sandbox
 from runner.backend import AgentSpec
 from runner.limits import SandboxLimits
@@ -122,12 +123,27 @@ def agent_spec(row: AgentRow) -> AgentSpec:
                      config=orjson.loads(row.config))
 
 
+REDACTED = "***"
+"""What an env value reads as in a response (the reference's redaction): names only."""
+
+
 def agent_json(row: AgentRow) -> dict[str, Any]:
+    """The reference's Agent (`id`, `name`, `tenantId`, `version`, `path`, `env` with
+    values redacted, ISO `createdAt`/`updatedAt`) and our `config` beside it, whose
+    `env` is redacted too: a response never carries an agent's secrets."""
+    config = orjson.loads(row.config)
+    env = config.get("env")
+    redacted = {name: REDACTED for name in env} if isinstance(env, dict) else {}
+    if env is not None:
+        config["env"] = redacted
     return {
+        "id": row.id,
         "name": row.name,
+        "tenantId": DEFAULT_TENANT,
         "version": row.version,
         "path": row.path,
-        "config": orjson.loads(row.config),
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
+        "env": redacted,
+        "config": config,
+        "createdAt": iso_utc(row.created_at),
+        "updatedAt": iso_utc(row.updated_at),
     }

@@ -317,8 +317,10 @@ class Coordinator:
 
     def stats(self) -> BackendStats:
         totals = [client.stats() for client in self._clients.values()]
+        capacity = sum(runner.max_sandboxes for runner in self.registry.runners()
+                       if runner.accepting and runner.id in self._clients)
         return BackendStats(sandboxes=sum(s.sandboxes for s in totals),
-                            busy=sum(s.busy for s in totals))
+                            busy=sum(s.busy for s in totals), capacity=capacity)
 
     async def close(self) -> None:
         """Stop the registry and drop the channels; runners keep their sandboxes."""

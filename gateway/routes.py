@@ -7,7 +7,10 @@ a `Response`, or `None` when it has streamed its own response.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +41,13 @@ TOP_LEVEL_OPTIONS = ("model", "maxTurns")
 """Options a reference client sends beside `content` rather than inside `options`."""
 
 
+COORDINATOR_ID = f"{socket.gethostname()}-{os.getpid()}"
+"""Which gateway process answered (the reference's `coordinatorId`: host and pid)."""
+try:
+    GATEWAY_VERSION = importlib.metadata.version("ash-gateway")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+    GATEWAY_VERSION = "0+unknown"
+
 Handler = Callable[[Gateway, Request], Awaitable[Response | None]]
 
 
@@ -45,16 +55,40 @@ Handler = Callable[[Gateway, Request], Awaitable[Response | None]]
 
 
 async def health(gw: Gateway, req: Request) -> Response:
+    """The reference's health fields (`activeSessions`, `uptime` in whole seconds,
+    `pool{…}`, …) and ours beside them (`mode`, `uptimeSeconds`, `sessions`, …)."""
     stats = gw.backend.stats()
+    sessions = gw.store.count_sessions_by_status()
+    uptime = time.time() - gw.started_at
+    pool = stats.pool
+    warm, warming = (pool.ready, pool.starting) if pool is not None else (0, 0)
     return json_response({
         "status": "ok",
+        "version": GATEWAY_VERSION,
+        "coordinatorId": COORDINATOR_ID,
+        "activeSessions": sessions.get("active", 0),
+        "activeSandboxes": stats.sandboxes,
+        "remoteRunners": len(gw.store.list_runners()),
+        "uptime": int(uptime),
+        "pool": {
+            "total": stats.sandboxes + warm + warming,
+            "cold": 0,
+            "warming": warming,
+            "warm": warm,
+            "waiting": stats.sandboxes - stats.busy,
+            "running": stats.busy,
+            "maxCapacity": stats.capacity,
+            "resumeWarmHits": gw.sessions.resume_warm_hits,
+            "resumeColdHits": gw.sessions.resume_cold_hits,
+            "preWarmHits": pool.served if pool is not None else 0,
+        },
         "mode": gw.mode,
-        "uptimeSeconds": round(time.time() - gw.started_at, 3),
-        "sessions": gw.store.count_sessions_by_status(),
+        "uptimeSeconds": round(uptime, 3),
+        "sessions": sessions,
         "sandboxes": {"live": stats.sandboxes, "busy": stats.busy},
-        **({"warmPool": {"size": stats.pool.size, "ready": stats.pool.ready,
-                         "starting": stats.pool.starting, "served": stats.pool.served}}
-           if stats.pool is not None else {}),
+        **({"warmPool": {"size": pool.size, "ready": pool.ready,
+                         "starting": pool.starting, "served": pool.served}}
+           if pool is not None else {}),
         **({"sandbox": gw.sandbox} if gw.sandbox is not None else {}),
     })
 

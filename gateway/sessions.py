@@ -24,7 +24,8 @@ from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
 from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
-from gateway.store import SessionRow, Store
+from gateway.store import DEFAULT_TENANT, SessionRow, Store
+from gateway.timestamps import iso_utc
 from runner import timing
 from runner.backend import Backend, BackendError, CapacityExceeded, ExecResult, SandboxInfo
 from runner.timing import TIMING
@@ -37,18 +38,25 @@ SEQ_RESERVATION = 1000
 """Event ids reserved per store write: one write per thousand events, none per event."""
 
 def session_json(row: SessionRow) -> dict[str, Any]:
+    """The reference's Session (`id`, `tenantId`, `agentName`, `sandboxId`, `status`,
+    `runnerId`, `parentSessionId`, ISO `createdAt`/`lastActiveAt`) and ours beside it."""
+    updated = iso_utc(row.updated_at)
     return {
         "id": row.id,
+        "tenantId": DEFAULT_TENANT,
+        "agentName": row.agent,
         "agent": row.agent,
         "agentVersion": row.agent_version,
         "status": row.status,
         "runnerId": row.runner_id,
         "sandboxId": row.sandbox_id,
+        "parentSessionId": None,
         "lastEventId": row.last_event_seq,
         "turns": row.turns,
         "error": row.error,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
+        "createdAt": iso_utc(row.created_at),
+        "lastActiveAt": updated,
+        "updatedAt": updated,
     }
 
 
@@ -64,6 +72,10 @@ class SessionService:
     _reserved: dict[str, int] = field(default_factory=dict)
     _turns: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _adopting: set[asyncio.Task[None]] = field(default_factory=set)
+    resume_warm_hits: int = 0
+    """Resumes that found the sandbox alive (what /health reports as `resumeWarmHits`)."""
+    resume_cold_hits: int = 0
+    """Resumes that started a new sandbox and restored the state into it."""
 
     def __post_init__(self) -> None:
         self.event_log.on_flushed = self.backend.acknowledge
@@ -192,8 +204,11 @@ class SessionService:
                 return row
             resumed = self.store.update_session(session_id, status="active", error=None)
             assert resumed is not None
+            self.resume_warm_hits += 1
             return resumed
-        return await self._cold_start(row)
+        started = await self._cold_start(row)
+        self.resume_cold_hits += 1
+        return started
 
     async def _cold_start(self, row: SessionRow) -> SessionRow:
         """Start the session's sandbox again, or attach to the one its runner kept — and

@@ -8,6 +8,7 @@ transaction so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,9 +84,23 @@ MIGRATIONS: tuple[str, ...] = (
     # The runner's seq_hint of the last event logged from the session's sandbox: a
     # gateway attaching again after a crash asks its runner for what came after it.
     "ALTER TABLE sessions ADD COLUMN runner_hint INTEGER NOT NULL DEFAULT 0;",
+    # An agent's stable id (a UUIDv4), as the reference's clients require; agents
+    # deployed before get a random one here (version nibble 4, variant 8-b).
+    """
+    ALTER TABLE agents ADD COLUMN id TEXT NOT NULL DEFAULT '';
+    UPDATE agents SET id = lower(
+        hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||
+        substr(hex(randomblob(2)), 2) || '-' ||
+        substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' ||
+        hex(randomblob(6))
+    );
+    CREATE UNIQUE INDEX agents_by_id ON agents (id);
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "error")
+DEFAULT_TENANT = "default"
+"""The one tenant until tenants exist: what `tenantId` says on every resource."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +111,7 @@ class AgentRow:
     config: str
     created_at: float
     updated_at: float
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +155,7 @@ _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
     "created_at, updated_at, seq_reserved, runner_hint"
 )
-_AGENT_COLUMNS = "name, path, version, config, created_at, updated_at"
+_AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id"
 _RUNNER_COLUMNS = (
     "id, host, port, max_sandboxes, active, warming, status, registered_at, last_heartbeat"
 )
@@ -187,12 +203,12 @@ class Store:
     def upsert_agent(self, name: str, path: str, config: str) -> AgentRow:
         now = time.time()
         row = self.db.execute(
-            f"INSERT INTO agents (name, path, version, config, created_at, updated_at) "
-            f"VALUES (?, ?, 1, ?, ?, ?) "
+            f"INSERT INTO agents (name, path, version, config, created_at, updated_at, id) "
+            f"VALUES (?, ?, 1, ?, ?, ?, ?) "
             f"ON CONFLICT (name) DO UPDATE SET path = excluded.path, config = excluded.config, "
             f"version = agents.version + 1, updated_at = excluded.updated_at "
             f"RETURNING {_AGENT_COLUMNS}",
-            (name, path, config, now, now),
+            (name, path, config, now, now, str(uuid.uuid4())),
         ).fetchone()
         return AgentRow(*row)
 

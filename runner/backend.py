@@ -60,6 +60,8 @@ class BackendStats:
     """Sandboxes holding a session (warm-pool sandboxes are not counted)."""
     busy: int
     pool: PoolStats | None = None
+    capacity: int = 0
+    """Most sandboxes that may be live at once (warm ones included); 0 when none can start."""
 
 
 @dataclass(frozen=True, slots=True)

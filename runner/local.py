@@ -521,6 +521,7 @@ class LocalBackend:
             sandboxes=len(live),
             busy=sum(1 for s in live if s.busy or s.draining is not None),
             pool=self._pool.stats() if self._pool is not None else None,
+            capacity=self.max_sandboxes,
         )
 
     # for tests and operators
