@@ -171,7 +171,7 @@ def test_fork_and_parent_go_on_independently(client, session) -> None:
     assert "shared start" in parent_reply and "shared start" in child_reply
     assert "plum" in parent_reply and "kiwi" not in parent_reply
     assert "kiwi" in child_reply and "plum" not in child_reply
-    assert exec_stdout(client, sid, "ls") .split() == ["parent-only.txt"]
+    assert exec_stdout(client, sid, "ls").split() == ["parent-only.txt"]
     assert exec_stdout(client, child, "ls").split() == ["fork-only.txt"]
 
 
