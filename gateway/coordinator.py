@@ -315,6 +315,19 @@ class Coordinator:
         if client is not None:
             await client.checkpoint(session_id)
 
+    async def saved_state(self, session_id: str) -> bytes:
+        """A snapshot of the live sandbox, else the state its runner last shipped here."""
+        if self.is_alive(session_id):
+            return await self._live_client(session_id).snapshot(session_id)
+        state = await self._states.load(session_id)
+        if state is None:
+            raise SandboxGone(f"session {session_id} has no saved state")
+        return state
+
+    async def seed(self, session_id: str, agent: AgentSpec, state: bytes) -> None:
+        """Store `state` where `create` looks for a session's state: any runner restores it."""
+        await self._states.save(session_id, state)
+
     def stats(self) -> BackendStats:
         totals = [client.stats() for client in self._clients.values()]
         capacity = sum(runner.max_sandboxes for runner in self.registry.runners()

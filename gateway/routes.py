@@ -25,13 +25,14 @@ from gateway.sessions import session_json
 from gateway.sse_stream import SseWriter, stream_session
 from gateway.store import AgentRow
 from runner import timing
-from runner.backend import EXEC_MAX_TIMEOUT
 from runner.timing import TIMING
 from wire import timing as wt
 from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
 
-SESSION_STATUSES = ("starting", "active", "paused", "error", "ended")
-DEFAULT_EXEC_TIMEOUT = 30.0
+SESSION_STATUSES = ("starting", "active", "paused", "stopped", "error", "ended")
+DEFAULT_EXEC_TIMEOUT_MS = 30_000
+MAX_EXEC_TIMEOUT_MS = 300_000
+"""exec `timeout` in milliseconds, 1 to 300000, as the reference's clients send it."""
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 MAX_LIST_OFFSET = 2**31 - 1
@@ -185,9 +186,9 @@ async def interrupt_session(gw: Gateway, req: Request) -> Response:
 async def exec_in_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     command = string_field(body, "command") or ""
-    time_limit = number_value(body.get("timeout", DEFAULT_EXEC_TIMEOUT), "`timeout`", low=0,
-                              high=EXEC_MAX_TIMEOUT, low_exclusive=True, unit="seconds")
-    result = await gw.sessions.exec(req.path_params["id"], command, float(time_limit))
+    timeout_ms = number_value(body.get("timeout", DEFAULT_EXEC_TIMEOUT_MS), "`timeout`", low=1,
+                              high=MAX_EXEC_TIMEOUT_MS, integer=True, unit="milliseconds")
+    result = await gw.sessions.exec(req.path_params["id"], command, timeout_ms / 1000)
     return json_response({
         "exitCode": result.exit_code,
         "stdout": result.stdout.decode("utf-8", "replace"),
@@ -292,6 +293,16 @@ async def session_events(gw: Gateway, req: Request) -> Response:
     return Response(200, gw.sessions.events_after(req.path_params["id"], after, limit))
 
 
+async def stop_session(gw: Gateway, req: Request) -> Response:
+    row = await gw.sessions.stop(req.path_params["id"])
+    return json_response({"session": session_json(row)})
+
+
+async def fork_session(gw: Gateway, req: Request) -> Response:
+    row = await gw.sessions.fork(req.path_params["id"])
+    return json_response({"session": session_json(row)}, 201)
+
+
 ROUTES: list[tuple[str, str, Handler]] = [
     # (method, path pattern, handler); every /api/ path requires the API key
     ("GET", r"/health", health),
@@ -311,6 +322,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/exec", exec_in_session),
     *runner_routes.ROUTES,
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/stop", stop_session),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/fork", fork_session),
 ]
 
 

@@ -1,6 +1,7 @@
 """Session lifecycle and turns: the one place that moves a session between states.
 
     starting -> active <-> paused -> ended      (error is resumable; ended is terminal)
+                active -> stopped -> (resume)     (stopped: sandbox gone, state kept)
 
 A turn runs as a task of its own, so it outlives the client that asked for it.
 Each event gets the session's next sequence number, goes to the event log
@@ -11,6 +12,7 @@ session's live subscribers. The log is flushed before `done` is published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -50,7 +52,7 @@ def session_json(row: SessionRow) -> dict[str, Any]:
         "status": row.status,
         "runnerId": row.runner_id,
         "sandboxId": row.sandbox_id,
-        "parentSessionId": None,
+        "parentSessionId": row.parent_session_id,
         "lastEventId": row.last_event_seq,
         "turns": row.turns,
         "error": row.error,
@@ -271,6 +273,71 @@ class SessionService:
         assert ended is not None
         self.feeds.close_session(session_id)
         return ended
+
+    async def stop(self, session_id: str) -> SessionRow:
+        """Destroy the session's sandbox and keep its state: status `stopped`, resumable (cold).
+
+        The state is made durable first (`checkpoint`: a remote runner ships it to the
+        gateway's store); the workspace is kept where the backend holds it.
+        """
+        row = self.get_live(session_id)
+        if row.status == "stopped":
+            return row
+        if row.status == "starting":
+            raise ApiError(409, "session is still starting")
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy with a turn; interrupt it or wait for done")
+        self._busy.add(session_id)
+        try:
+            if self.backend.is_alive(session_id):
+                try:
+                    await self.backend.checkpoint(session_id)
+                except BackendError as exc:
+                    raise ApiError(503, f"session state not saved, sandbox kept: {exc}") from exc
+            await self.backend.destroy(session_id, keep_workspace=True)
+        finally:
+            self._busy.discard(session_id)
+        if row.sandbox_id:
+            self.store.end_sandbox(row.sandbox_id)
+        stopped = self.store.update_session(session_id, status="stopped", sandbox_id=None)
+        assert stopped is not None
+        return stopped
+
+    async def fork(self, session_id: str) -> SessionRow:
+        """A new, paused session with the parent's conversation and workspace.
+
+        The parent's state (a snapshot of its workspace, the agent's conversation files
+        included) is seeded as the fork's, and the parent's event log copied; from then on
+        the two are independent. Resume the fork to talk to it.
+        """
+        parent = self.get_live(session_id)
+        if parent.status == "starting":
+            raise ApiError(409, "session is still starting")
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy with a turn; fork it once its done is out")
+        agent = self.store.get_agent(parent.agent)
+        if agent is None:
+            raise ApiError(409, f"agent {parent.agent} is no longer deployed")
+        self._busy.add(session_id)
+        try:
+            state = await self.backend.saved_state(session_id)
+        except BackendError as exc:
+            raise ApiError(409, f"session {session_id} has no state to fork: {exc}") from exc
+        finally:
+            self._busy.discard(session_id)
+        fork_id = str(uuid.uuid4())
+        self.event_log.flush()
+        fork = self.store.insert_fork(fork_id, parent)
+        try:
+            await self.backend.seed(fork_id, agent_spec(agent), state)
+        except BaseException as exc:
+            with contextlib.suppress(BackendError):
+                await self.backend.destroy(fork_id)  # what a half-done seed left
+            self.store.delete_session(fork_id)
+            if isinstance(exc, BackendError):
+                raise ApiError(503, f"fork of session {session_id} failed: {exc}") from exc
+            raise
+        return fork
 
     async def interrupt(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)

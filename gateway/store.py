@@ -96,9 +96,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX agents_by_id ON agents (id);
     """,
+    # The session this one was forked from (POST /api/sessions/{id}/fork), if any.
+    "ALTER TABLE sessions ADD COLUMN parent_session_id TEXT;",
 )
 
-SESSION_LIVE_STATUSES = ("starting", "active", "paused", "error")
+SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
 DEFAULT_TENANT = "default"
 """The one tenant until tenants exist: what `tenantId` says on every resource."""
 
@@ -129,6 +131,7 @@ class SessionRow:
     updated_at: float
     seq_reserved: int = 0
     runner_hint: int = 0
+    parent_session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,7 @@ class RunnerRow:
 
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
-    "created_at, updated_at, seq_reserved, runner_hint"
+    "created_at, updated_at, seq_reserved, runner_hint, parent_session_id"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id"
 _RUNNER_COLUMNS = (
@@ -241,6 +244,28 @@ class Store:
             f"updated_at) VALUES (?, ?, ?, 'starting', ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
             (session_id, agent, agent_version, runner_id, now, now),
         ).fetchone()
+        return SessionRow(*row)
+
+    def insert_fork(self, fork_id: str, parent: SessionRow) -> SessionRow:
+        """A paused copy of `parent` under a new id, its event log copied with it (same ids,
+        so the fork's history reads as the parent's up to the fork), in one transaction."""
+        now = time.time()
+        with self.db:
+            row = self.db.execute(
+                f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, "
+                f"last_event_seq, seq_reserved, turns, created_at, updated_at, "
+                f"parent_session_id) "
+                f"SELECT ?, agent, agent_version, 'paused', NULL, "
+                f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
+                f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
+                f"turns, ?, ?, id FROM sessions WHERE id = ? RETURNING {_SESSION_COLUMNS}",
+                (fork_id, now, now, parent.id),
+            ).fetchone()
+            self.db.execute(
+                "INSERT INTO events (session_id, seq, type, data, created_at) "
+                "SELECT ?, seq, type, data, created_at FROM events WHERE session_id = ?",
+                (fork_id, parent.id),
+            )
         return SessionRow(*row)
 
     def get_session(self, session_id: str) -> SessionRow | None:

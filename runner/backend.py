@@ -76,7 +76,8 @@ class ExecResult:
 
 
 EXEC_OUTPUT_CAP = 256 * 1024
-EXEC_MAX_TIMEOUT = 600.0
+EXEC_MAX_TIMEOUT = 300.0
+"""Longest a command may run, in seconds (the API takes `timeout` in ms, up to 300000)."""
 DEFAULT_MAX_SANDBOXES = 100
 """Most live sandboxes one backend holds, warm-pool sandboxes included, unless configured."""
 MAX_SANDBOXES_ENV = "ASH_MAX_SANDBOXES"
@@ -159,6 +160,16 @@ class Backend(Protocol):
         In-process sandboxes keep their workspace on the gateway's disk: nothing to do.
         A remote backend ships the state to the gateway's store.
         """
+        ...
+
+    async def saved_state(self, session_id: str) -> bytes:
+        """The session's latest state, live sandbox or not (to fork it): a snapshot of its
+        live sandbox, else the state a cold resume would restore. SandboxGone if it has none."""
+        ...
+
+    async def seed(self, session_id: str, agent: AgentSpec, state: bytes) -> None:
+        """Make `state` the state of a session that has no sandbox yet (a fork): its first
+        `create` restores it."""
         ...
 
     def stats(self) -> BackendStats: ...

@@ -502,6 +502,19 @@ class LocalBackend:
         except OSError as exc:
             raise BackendError(f"snapshot of session {session_id} failed: {exc}") from exc
 
+    async def saved_state(self, session_id: str) -> bytes:
+        """The workspace on this disk is the state, whether a sandbox runs on it or not."""
+        return await self.snapshot(session_id)
+
+    async def seed(self, session_id: str, agent: AgentSpec, state: bytes) -> None:
+        """Restore `state` into the session's workspace now, so it is on disk like a stopped
+        session's (a later `create` keeps it)."""
+        spec = SandboxSpec(session_id, agent, self.sandbox_dir(session_id), self._settings)
+        if session_id in self._starting or session_id in self._sandboxes:
+            raise BackendError(f"session {session_id} already has a sandbox")
+        await self._isolation.prepare(spec, state)
+        await self._isolation.release_workspace(spec)
+
     def sandbox_status(self) -> dict[str, Any]:
         """How this backend isolates its sandboxes (for /health)."""
         return self._isolation.status()

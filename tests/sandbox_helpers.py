@@ -50,9 +50,11 @@ def module_gateway(name: str, **options: Any) -> tuple[Any, Any]:
 
 
 def run(client: httpx.Client, session_id: str, command: str, timeout: float = 30) -> dict[str, Any]:
-    """POST /exec: the command runs in the session's sandbox, as the agent's Bash would."""
+    """POST /exec: the command runs in the session's sandbox, as the agent's Bash would;
+    `timeout` in seconds (the API takes milliseconds)."""
     response = client.post(f"/api/sessions/{session_id}/exec",
-                           json={"command": command, "timeout": timeout}, timeout=timeout + 30)
+                           json={"command": command, "timeout": round(timeout * 1000)},
+                           timeout=timeout + 30)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result

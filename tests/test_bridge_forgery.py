@@ -264,7 +264,7 @@ def test_exec_in_a_wedged_session_returns_a_clear_error_within_the_frame_deadlin
                                json={"content": "half-frame"}) as turn:
         started = time.monotonic()
         response = hostile_client.post(f"/api/sessions/{sid}/exec",
-                                       json={"command": "echo hi", "timeout": 30})
+                                       json={"command": "echo hi", "timeout": 30_000})
         waited = time.monotonic() - started
         list(turn.iter_raw())
     assert response.status_code == 503, response.text
@@ -278,7 +278,7 @@ def test_an_exec_the_bridge_never_answers_fails_after_its_time_limit_and_grace(
     sid = new_session(hostile_client, tmp_path, "mute")
     started = time.monotonic()
     response = hostile_client.post(f"/api/sessions/{sid}/exec",
-                                   json={"command": "hang-forever", "timeout": 1})
+                                   json={"command": "hang-forever", "timeout": 1000})
     waited = time.monotonic() - started
     assert response.status_code == 503, response.text
     assert response.json() == {"error": f"sandbox backend: session {sid}: the sandbox did not "

@@ -29,7 +29,7 @@ def test_exec_timeout_kills_the_command_not_the_sandbox(client, session) -> None
     sid = session["id"]
     started = time.monotonic()
     result = client.post(f"/api/sessions/{sid}/exec",
-                         json={"command": "sleep 30", "timeout": 0.3}).json()
+                         json={"command": "sleep 30", "timeout": 300}).json()
     assert time.monotonic() - started < 10
     assert result["timedOut"] is True
     assert result["exitCode"] != 0
@@ -60,7 +60,7 @@ def test_exec_validates_its_input(client, session) -> None:
     url = f"/api/sessions/{session['id']}/exec"
     assert client.post(url, json={}).status_code == 400
     assert client.post(url, json={"command": 5}).status_code == 400
-    for bad in (0, -1, 10_000, "5", True):
+    for bad in (0, -1, 300_001, 1.5, "5", True):
         response = client.post(url, json={"command": "true", "timeout": bad})
         assert response.status_code == 400, bad
         assert "`timeout`" in response.json()["error"]

@@ -95,3 +95,30 @@ def test_expired_event_logs_of_ended_sessions_are_deleted(store: Store) -> None:
     assert store.delete_expired_events(ended_before=time.time() + 1) == 1
     assert store.events_after("old", 0, 10) == []
     assert len(store.events_after("live", 0, 10)) == 1
+
+
+def test_a_database_of_the_previous_schema_gains_parent_session_id(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = apsw.Connection(str(path))
+    for version, script in enumerate(MIGRATIONS[:-1], start=1):
+        old.execute(script)
+        old.execute(f"PRAGMA user_version={version}")
+    old.execute("INSERT INTO sessions (id, agent, agent_version, status, created_at, "
+                "updated_at) VALUES ('s1', 'a', 1, 'active', 0, 0)")
+    old.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_session("s1").parent_session_id is None
+
+
+def test_insert_fork_copies_the_event_log_and_names_the_parent(store: Store) -> None:
+    store.insert_session("parent", "a", 1)
+    store.append_events([("parent", 1, "text_delta", b'{"t":1}', 0.0),
+                         ("parent", 2, "done", b"{}", 0.0)], {"parent": 2})
+    store.update_session("parent", turns=1)
+    fork = store.insert_fork("child", store.get_session("parent"))
+    assert (fork.parent_session_id, fork.status, fork.turns) == ("parent", "paused", 1)
+    assert (fork.last_event_seq, fork.seq_reserved, fork.runner_id) == (2, 2, None)
+    assert store.events_after("child", 0, 10) == store.events_after("parent", 0, 10)
+    store.append_events([("child", 3, "done", b"{}", 0.0)], {"child": 3})
+    assert [e.seq for e in store.events_after("parent", 0, 10)] == [1, 2]
