@@ -315,6 +315,10 @@ class Coordinator:
         if client is not None:
             await client.checkpoint(session_id)
 
+    async def stored_state(self, session_id: str) -> bytes | None:
+        """The state the session's runner last shipped (a gzip tar of its workspace), if any."""
+        return await self._states.load(session_id)
+
     def stats(self) -> BackendStats:
         totals = [client.stats() for client in self._clients.values()]
         return BackendStats(sandboxes=sum(s.sandboxes for s in totals),

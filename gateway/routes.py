@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import agents, runner_routes
+from gateway import agents, files, runner_routes
 from gateway.context import Gateway
 from gateway.http import ApiError, Request, Response, json_response, string_field
 from gateway.params import INT64_MAX, int_param, number_value, parse_int
@@ -277,6 +277,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/api/sessions/(?P<id>[^/]+)/interrupt", interrupt_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/exec", exec_in_session),
     *runner_routes.ROUTES,
+    *files.ROUTES,
 ]
 
 
