@@ -308,10 +308,6 @@ def check_bundle(archive: bytes, *, max_unpacked: int = MAX_UPLOAD_UNPACKED,
                     parts = split_path(name)
                 except UnsafePath as exc:
                     raise UnsafePath(f"archive member {member.name!r}: {exc}") from None
-                for depth in range(1, len(parts)):
-                    if tuple(parts[:depth]) in link_paths:
-                        raise UnsafePath(f"archive member {member.name!r} goes through the "
-                                         f"link {'/'.join(parts[:depth])}")
                 if member.isdir():
                     dirs.append(parts)
                 elif member.isreg():
@@ -334,11 +330,26 @@ def check_bundle(archive: bytes, *, max_unpacked: int = MAX_UPLOAD_UNPACKED,
         if isinstance(exc, UnsafePath | TooLarge):
             raise
         raise UnsafePath(f"not a valid (gzip) tar archive: {exc}") from None
-    file_paths = {tuple(parts) for parts, _, _ in files}
-    for parts, _ in links:
-        if tuple(parts) in file_paths:
-            raise UnsafePath(f"archive member {'/'.join(parts)} is both a file and a link")
+    _check_no_member_through_a_link(dirs, files, links, link_paths)
     return Bundle(dirs, files, links)
+
+
+def _check_no_member_through_a_link(dirs: list[list[str]],
+                                    files: list[tuple[list[str], bytes, int]],
+                                    links: list[tuple[list[str], str]],
+                                    link_paths: set[tuple[str, ...]]) -> None:
+    """Whatever the members' order: no member lies under a link of the archive, and no
+    link shares its path with a file or directory of it."""
+    named = [tuple(parts) for parts in dirs] + [tuple(parts) for parts, _, _ in files]
+    for path in named + [tuple(parts) for parts, _ in links]:
+        for depth in range(1, len(path)):
+            if path[:depth] in link_paths:
+                raise UnsafePath(f"archive member {'/'.join(path)} goes through the link "
+                                 f"{'/'.join(path[:depth])}")
+    for path in named:
+        if path in link_paths:
+            raise UnsafePath(f"archive member {'/'.join(path)} is both a link and a file "
+                             "or directory")
 
 
 def _check_link(parts: list[str], target: str, shown: str) -> None:

@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_client
+from runner.workspace_files import TooLarge, check_bundle
+from tests.conftest import make_client, send_message
 from tests.gateway_process import kill_bridge
 from tests.sandbox_helpers import module_gateway, new_session, run, running_gateway
+from tests.split_cluster import Cluster
 
 gateway, client = module_gateway("files")
 
@@ -290,6 +292,8 @@ def test_listing_does_not_follow_an_agent_link(client: httpx.Client, sid: str) -
     [("out", None, "/tmp"), ("out/x", b"evil", None)],
     [("out", None, "../.."), ("fine.txt", b"f", None)],
     [("up", None, "sub"), ("up/x", b"evil", None)],
+    [("later/x", b"evil", None), ("later", None, "/etc")],
+    [("same", b"file", None), ("same", None, "fine.txt")],
 ])
 def test_an_escaping_bundle_is_400_and_changes_nothing(
         client: httpx.Client, sid: str, members: list, gateway) -> None:
@@ -306,3 +310,56 @@ def test_a_bundle_through_an_agent_link_is_400_and_the_target_is_untouched(
     bundle = tar_gz([("out/canary.txt", b"pwned", None)])
     assert_refused(client.post(f"/api/sessions/{sid}/workspace", json={"bundle": b64(bundle)}))
     assert canary.read_text() == "untouched"
+
+
+# bounds
+
+
+def test_a_write_body_past_its_limit_is_413(tmp_path: Path) -> None:
+    env = {"ASH_FILES_MAX_BODY_BYTES": "2000", "ASH_WORKSPACE_MAX_BODY_BYTES": "2000"}
+    with running_gateway(tmp_path / "data", extra_env=env) as small, make_client(small) as c:
+        session = new_session(c, tmp_path, "small")
+        big = write(c, session, {"big.bin": bytes(3000)})
+        assert big.status_code == 413, big.text
+        assert big.json()["statusCode"] == 413
+        assert write(c, session, {"fits.bin": bytes(1000)}).status_code == 200
+        upload = c.post(f"/api/sessions/{session}/workspace",
+                        json={"bundle": b64(bytes(3000))})
+        assert upload.status_code == 413
+
+
+def test_a_write_body_over_the_general_1_mib_limit_is_accepted(
+        client: httpx.Client, sid: str) -> None:
+    response = write(client, sid, {"two-mib.bin": bytes(2 * 1024 * 1024)})
+    assert response.status_code == 200, response.text
+    assert run(client, sid, "stat -c %s two-mib.bin")["stdout"] == "2097152\n"
+
+
+def test_a_bundle_that_unpacks_past_its_bound_is_refused_whole() -> None:
+    bundle = tar_gz([("a.bin", bytes(600), None), ("b.bin", bytes(600), None)])
+    with pytest.raises(TooLarge):
+        check_bundle(bundle, max_unpacked=1000)
+    with pytest.raises(TooLarge):
+        check_bundle(bundle, max_members=1)
+
+
+# coordinator mode: the stored state, read-only
+
+
+def test_split_mode_serves_the_stored_state_read_only(tmp_path: Path) -> None:
+    with Cluster(tmp_path).start() as cluster, cluster.client() as c:
+        cluster.add_runner("r1")
+        cluster.wait_for_runners("r1")
+        session = new_session(c, tmp_path, "split")
+        run(c, session, "printf stored > s.txt")
+        send_message(c, session, "ship the state")  # a turn's done ships it
+        listed = c.get(f"/api/sessions/{session}/files")
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["source"] == "snapshot"
+        assert "s.txt" in {f["path"] for f in listed.json()["files"]}
+        assert c.get(f"/api/sessions/{session}/files/s.txt").content == b"stored"
+        download = c.get(f"/api/sessions/{session}/workspace")
+        with tarfile.open(fileobj=io.BytesIO(download.content), mode="r:gz") as tar:
+            assert "s.txt" in tar.getnames()
+        assert write(c, session, {"x": b"x"}).status_code == 501
+        assert_refused(c.get(f"/api/sessions/{session}/files/..%2Fx"))
