@@ -17,7 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runner.workspace_files import TooLarge, check_bundle
+from runner.workspace_files import (
+    TooLarge,
+    UnsafePath,
+    check_bundle,
+    delete_file,
+    open_file,
+    write_file,
+)
 from tests.conftest import make_client, send_message
 from tests.gateway_process import kill_bridge
 from tests.sandbox_helpers import module_gateway, new_session, run, running_gateway
@@ -363,3 +370,25 @@ def test_split_mode_serves_the_stored_state_read_only(tmp_path: Path) -> None:
             assert "s.txt" in tar.getnames()
         assert write(c, session, {"x": b"x"}).status_code == 501
         assert_refused(c.get(f"/api/sessions/{session}/files/..%2Fx"))
+
+
+# the write itself, past the look before it (a link swapped in after the check)
+
+
+def test_write_file_refuses_a_link_on_the_way_even_without_the_check(tmp_path: Path) -> None:
+    root, outside = tmp_path / "ws", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "canary").write_text("untouched")
+    (root / "dir").symlink_to(outside)
+    (root / "file").symlink_to(outside / "canary")
+    with pytest.raises(UnsafePath):
+        write_file(root, "dir/new", b"pwned", None)
+    with pytest.raises(UnsafePath):
+        write_file(root, "file", b"pwned", None)
+    with pytest.raises(UnsafePath):
+        open_file(root, "dir/canary", 100)
+    with pytest.raises(UnsafePath):
+        delete_file(root, "dir/canary")
+    assert (outside / "canary").read_text() == "untouched"
+    assert sorted(p.name for p in outside.iterdir()) == ["canary"]
