@@ -328,6 +328,10 @@ class Coordinator:
         """Store `state` where `create` looks for a session's state: any runner restores it."""
         await self._states.save(session_id, state)
 
+    async def stored_state(self, session_id: str) -> bytes | None:
+        """The state the session's runner last shipped (a gzip tar of its workspace), if any."""
+        return await self._states.load(session_id)
+
     def stats(self) -> BackendStats:
         totals = [client.stats() for client in self._clients.values()]
         capacity = sum(runner.max_sandboxes for runner in self.registry.runners()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import agents, runner_routes
+from gateway import agents, files, runner_routes
 from gateway.context import Gateway
 from gateway.http import ApiError, Request, Response, json_response, string_field
 from gateway.params import INT64_MAX, int_param, number_value, parse_int
@@ -324,6 +324,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     *runner_routes.ROUTES,
     ("POST", r"/api/sessions/(?P<id>[^/]+)/stop", stop_session),
     ("POST", r"/api/sessions/(?P<id>[^/]+)/fork", fork_session),
+    *files.ROUTES,
 ]
 
 

@@ -104,6 +104,12 @@ class Isolation(Protocol):
         """Delete a session's sandbox directory and everything in it."""
         ...
 
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """The host uid and gid of the sandbox's agent: what files the host writes into a
+        workspace get (None: they keep the writer's)."""
+        ...
+
     def workspace(self, sandbox_dir: Path) -> contextlib.AbstractAsyncContextManager[Path]:
         """The session's workspace, readable for as long as the context lasts."""
         ...
@@ -144,6 +150,10 @@ class NoIsolation:
 
     async def remove(self, sandbox_dir: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, sandbox_dir, True)
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        return None
 
     @contextlib.asynccontextmanager
     async def workspace(self, sandbox_dir: Path) -> AsyncIterator[Path]:
@@ -267,6 +277,10 @@ class BwrapIsolation:
         bridge.move_log(to / LOG_FILE)
         if bridge.sandbox is not None:
             bridge.sandbox.sandbox_dir = to
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        return self.ids.uid, self.ids.gid
 
     @contextlib.asynccontextmanager
     async def workspace(self, sandbox_dir: Path) -> AsyncIterator[Path]:

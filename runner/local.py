@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import signal
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,17 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 StopListener = Callable[[str, str], None]
 """Told (session id, why) when a sandbox is stopped for breaking the bridge protocol; the
 gateway pauses the session (at once between turns, after the turn during one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceAccess:
+    """A session's workspace as the host sees it, for the files API."""
+
+    root: Path
+    owner: tuple[int, int] | None
+    """Who files written into it must belong to (the sandbox's agent), if anyone."""
+    live: bool
+    """A sandbox is running on it (else it is the workspace kept on disk)."""
 
 
 @dataclass(eq=False)
@@ -514,6 +525,20 @@ class LocalBackend:
             raise BackendError(f"session {session_id} already has a sandbox")
         await self._isolation.prepare(spec, state)
         await self._isolation.release_workspace(spec)
+
+    @contextlib.asynccontextmanager
+    async def open_workspace(self, session_id: str) -> AsyncIterator[WorkspaceAccess]:
+        """The session's workspace on this disk, the live sandbox's or the one kept after it
+        stopped (mounted for the context); SandboxGone when there is none."""
+        sandbox_dir = self.sandbox_dir(session_id)
+        try:
+            async with self._isolation.workspace(sandbox_dir) as workspace:
+                if not await asyncio.to_thread(workspace.is_dir):
+                    raise SandboxGone(f"session {session_id} has no workspace here")
+                yield WorkspaceAccess(workspace, self._isolation.owner,
+                                      live=self.is_alive(session_id))
+        except OSError as exc:
+            raise BackendError(f"cannot open the workspace of {session_id}: {exc}") from exc
 
     def sandbox_status(self) -> dict[str, Any]:
         """How this backend isolates its sandboxes (for /health)."""

@@ -12,7 +12,8 @@ API_ROUTES = [(method, pattern) for method, pattern, _ in ROUTES if pattern.star
 
 
 def concrete(pattern: str) -> str:
-    return pattern.replace("(?P<name>[^/]+)", "some-agent").replace("(?P<id>[^/]+)", "some-id")
+    return pattern.replace("(?P<name>[^/]+)", "some-agent").replace("(?P<id>[^/]+)", "some-id") \
+        .replace("(?P<path>.+)", "some/file.txt")
 
 
 @pytest.mark.parametrize(("method", "pattern"), API_ROUTES)

@@ -1,0 +1,376 @@
+"""`/api/sessions/{id}/files` and `/workspace`: a session's workspace, in the reference's shape.
+
+Standalone mode reads and writes the workspace on this machine's disk: the live sandbox's,
+or the one kept after its sandbox stopped (mounted for the request). Every path goes through
+`runner.workspace_files`, which never follows a link: a path or archive member that could
+leave the workspace is refused with 400 before anything is written.
+
+Coordinator mode serves the stored state (the tar the runner shipped after the last turn)
+read-only: list, read and download; writes answer 501.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import mimetypes
+import os
+import tarfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from gateway.context import Gateway
+from gateway.coordinator import Coordinator
+from gateway.http import ApiError, Request, Response, json_response
+from runner.backend import SandboxGone
+from runner.local import LocalBackend, WorkspaceAccess
+from runner.safe_walk import WalkLimitError
+from runner.workspace_files import (
+    NotInWorkspace,
+    TooLarge,
+    UnsafePath,
+    apply_bundle,
+    check_bundle,
+    check_writable,
+    delete_file,
+    list_files,
+    open_file,
+    split_path,
+    write_file,
+)
+from runner.workspace_state import pack_workspace
+
+
+def _env_bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError(f"{name} must be a positive number of bytes, not {raw!r}")
+    return int(raw)
+
+
+MIB = 1024 * 1024
+FILES_MAX_BODY = _env_bytes("ASH_FILES_MAX_BODY_BYTES", 200 * MIB)
+"""Body of a files write (base64 in JSON), as the reference allows."""
+WORKSPACE_MAX_BODY = _env_bytes("ASH_WORKSPACE_MAX_BODY_BYTES", 134 * MIB)
+"""Body of a workspace upload (a base64 tar.gz in JSON), as the reference allows."""
+JSON_READ_MAX = MIB
+"""Largest file `?format=json` returns."""
+RAW_READ_MAX = 100 * MIB
+"""Largest file `?format=raw` streams."""
+MAX_FILES_PER_WRITE = 500
+NO_WORKSPACE = "No workspace available for this session"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+@contextlib.contextmanager
+def _mapped_errors() -> Any:
+    """The workspace helpers' refusals as the client's errors."""
+    try:
+        yield
+    except UnsafePath as exc:
+        raise ApiError(400, str(exc)) from None
+    except TooLarge as exc:
+        raise ApiError(413, str(exc)) from None
+    except NotInWorkspace as exc:
+        raise ApiError(404, str(exc)) from None
+    except WalkLimitError as exc:
+        raise ApiError(413, str(exc)) from None
+
+
+@contextlib.asynccontextmanager
+async def _workspace(gw: Gateway, session_id: str) -> AsyncIterator[WorkspaceAccess]:
+    """The session's workspace on this machine (standalone mode)."""
+    assert isinstance(gw.backend, LocalBackend)
+    try:
+        async with gw.backend.open_workspace(session_id) as access:
+            with _mapped_errors():
+                yield access
+    except SandboxGone:
+        raise ApiError(404, NO_WORKSPACE) from None
+
+
+def _local(gw: Gateway) -> bool:
+    return isinstance(gw.backend, LocalBackend)
+
+
+async def _stored_state(gw: Gateway, session_id: str) -> bytes:
+    """The state the runner last shipped (coordinator mode); 404 when it shipped none."""
+    state = (await gw.backend.stored_state(session_id)
+             if isinstance(gw.backend, Coordinator) else None)
+    if state is None:
+        raise ApiError(404, NO_WORKSPACE)
+    return state
+
+
+def _read_only() -> ApiError:
+    return ApiError(501, "writing a session's files is not available in coordinator mode yet "
+                         "(its workspace lives on a runner); use exec")
+
+
+def _session_id(gw: Gateway, req: Request) -> str:
+    """The id of a session that exists (404) and has not ended (410)."""
+    return gw.sessions.get_live(req.path_params["id"]).id
+
+
+def _path_param(req: Request) -> str:
+    path = req.path_params["path"]
+    with _mapped_errors():
+        split_path(path)
+    return path
+
+
+def _include_hidden(req: Request) -> bool:
+    value = req.query().get("includeHidden", "false")
+    if value not in ("true", "false"):
+        raise ApiError(400, "`includeHidden` must be true or false")
+    return value == "true"
+
+
+# list
+
+
+async def list_session_files(gw: Gateway, req: Request) -> Response:
+    session_id = _session_id(gw, req)
+    hidden = _include_hidden(req)
+    if not _local(gw):
+        entries = _tar_files(await _stored_state(gw, session_id), hidden)
+        return json_response({"files": entries, "source": "snapshot"})
+    async with _workspace(gw, session_id) as access:
+        files = await asyncio.to_thread(list_files, access.root, include_hidden=hidden)
+        source = "sandbox" if access.live else "snapshot"
+    return json_response({
+        "files": [{"path": f.path, "size": f.size, "modifiedAt": _iso(f.mtime)} for f in files],
+        "source": source,
+    })
+
+
+def _tar_files(state: bytes, include_hidden: bool) -> list[dict[str, Any]]:
+    files = []
+    with _tar(state) as tar:
+        for member in tar:
+            if not member.isreg():
+                continue
+            name = member.name.removeprefix("./")
+            if not include_hidden and any(p.startswith(".") for p in name.split("/")):
+                continue
+            files.append({"path": name, "size": member.size, "modifiedAt": _iso(member.mtime)})
+    return files
+
+
+def _tar(state: bytes) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=io.BytesIO(state), mode="r:*")
+    except tarfile.TarError as exc:
+        raise ApiError(500, f"the stored state is not a tar archive: {exc}") from None
+
+
+# read
+
+
+async def read_session_file(gw: Gateway, req: Request) -> Response | None:
+    session_id = _session_id(gw, req)
+    path = _path_param(req)
+    form = req.query().get("format", "raw")
+    if form not in ("json", "raw"):
+        raise ApiError(400, "`format` must be json or raw")
+    limit = JSON_READ_MAX if form == "json" else RAW_READ_MAX
+    if not _local(gw):
+        data = _tar_member(await _stored_state(gw, session_id), path, limit)
+        return _file_response(req, path, data, form, "snapshot")
+    async with _workspace(gw, session_id) as access:
+        source = "sandbox" if access.live else "snapshot"
+        opened = await asyncio.to_thread(open_file, access.root, path, limit)
+        try:
+            if form == "json" or opened.size <= MIB:
+                data = await asyncio.to_thread(opened.read_all)
+                return _file_response(req, path, data, form, source)
+            await _stream_file(req, path, opened.size, opened.chunks(), source)
+            return None
+        finally:
+            opened.close()
+
+
+def _tar_member(state: bytes, path: str, limit: int) -> bytes:
+    wanted = "/".join(split_path(path))
+    with _tar(state) as tar:
+        for member in tar:
+            if member.name.removeprefix("./") != wanted:
+                continue
+            if not member.isreg():
+                raise ApiError(404, f"not a regular file: {path}")
+            if member.size > limit:
+                raise ApiError(413, f"{path} is {member.size} bytes, more than the {limit} "
+                                    "this read returns")
+            source = tar.extractfile(member)
+            assert source is not None
+            return source.read()
+    raise ApiError(404, f"file not found: {path}")
+
+
+def _raw_headers(path: str, size: int, source: str) -> list[tuple[bytes, bytes]]:
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    name = path.rsplit("/", 1)[-1]
+    return [
+        (b"content-type", mime.encode()),
+        (b"content-length", str(size).encode()),
+        (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode()),
+        (b"x-ash-source", source.encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+
+
+def _file_response(req: Request, path: str, data: bytes, form: str, source: str) -> Response:
+    if form == "json":
+        body: dict[str, Any] = {"path": path, "size": len(data), "source": source}
+        try:
+            body["content"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            body["content"] = base64.b64encode(data).decode()
+            body["encoding"] = "base64"
+        return json_response(body)
+    headers = _raw_headers(path, len(data), source)
+    return Response(200, data, headers[0][1], headers[2:])
+
+
+async def _stream_file(req: Request, path: str, size: int, chunks: Any, source: str) -> None:
+    await req.send({"type": "http.response.start", "status": 200,
+                    "headers": _raw_headers(path, size, source)})
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if sent < size:  # shrank while read: keep the promised length
+        await req.send({"type": "http.response.body", "body": bytes(size - sent),
+                        "more_body": True})
+    await req.send({"type": "http.response.body", "body": b""})
+
+
+# write
+
+
+def _decoded_files(body: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """`files` (and `targetPath`) checked whole: every path safe, every content base64."""
+    files = body.get("files")
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES_PER_WRITE:
+        raise ApiError(400, f"`files` must be a list of 1 to {MAX_FILES_PER_WRITE} "
+                            "{path, content} objects")
+    target = body.get("targetPath", ".")
+    if not isinstance(target, str):
+        raise ApiError(400, "`targetPath` must be a string")
+    with _mapped_errors():
+        prefix = [] if target in ("", ".", "./") else split_path(target)
+    decoded = []
+    for index, item in enumerate(files):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"`files[{index}]` must be an object")
+        path, content = item.get("path"), item.get("content")
+        if not isinstance(path, str) or not path:
+            raise ApiError(400, f"`files[{index}].path` must be a non-empty string")
+        if not isinstance(content, str):
+            raise ApiError(400, f"`files[{index}].content` must be a base64 string")
+        if "mimeType" in item and not isinstance(item["mimeType"], str):
+            raise ApiError(400, f"`files[{index}].mimeType` must be a string")
+        with _mapped_errors():
+            parts = split_path(path)
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, f"`files[{index}].content` is not valid base64") from None
+        decoded.append(("/".join([*prefix, *parts]), data))
+    return decoded
+
+
+def _write_all(access: WorkspaceAccess, files: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    for path, _ in files:
+        check_writable(access.root, path)
+    results: list[dict[str, Any]] = []
+    for path, data in files:
+        try:
+            size = write_file(access.root, path, data, access.owner)
+        except (OSError, UnsafePath) as exc:
+            results.append({"path": path, "written": False,
+                            "error": str(exc) if isinstance(exc, UnsafePath) else exc.strerror})
+        else:
+            results.append({"path": path, "written": True, "size": size})
+    return results
+
+
+async def write_session_files(gw: Gateway, req: Request) -> Response:
+    session_id = _session_id(gw, req)
+    files = _decoded_files(await req.json_object(FILES_MAX_BODY))
+    if not _local(gw):
+        raise _read_only()
+    async with _workspace(gw, session_id) as access:
+        results = await asyncio.to_thread(_write_all, access, files)
+    return json_response({"files": results})
+
+
+async def delete_session_file(gw: Gateway, req: Request) -> Response:
+    session_id = _session_id(gw, req)
+    path = _path_param(req)
+    if not _local(gw):
+        raise _read_only()
+    async with _workspace(gw, session_id) as access:
+        await asyncio.to_thread(delete_file, access.root, path)
+    return json_response({"path": path, "deleted": True})
+
+
+# workspace
+
+
+async def download_workspace(gw: Gateway, req: Request) -> Response:
+    session_id = _session_id(gw, req)
+    if not _local(gw):
+        archive = await _stored_state(gw, session_id)
+    else:
+        async with _workspace(gw, session_id) as access:
+            archive = await asyncio.to_thread(pack_workspace, access.root)
+    return Response(200, archive, b"application/gzip", [
+        (b"content-disposition", f'attachment; filename="{session_id}.tar.gz"'.encode()),
+    ])
+
+
+async def upload_workspace(gw: Gateway, req: Request) -> Response:
+    """Unpack a tar.gz over the workspace (files it does not name stay), refused whole when
+    any member could leave it, and while a turn runs (the agent is writing the same tree)."""
+    session_id = _session_id(gw, req)
+    body = await req.json_object(WORKSPACE_MAX_BODY)
+    bundle = body.get("bundle")
+    if not isinstance(bundle, str) or not bundle:
+        raise ApiError(400, "`bundle` (a base64 tar.gz) is required")
+    try:
+        archive = base64.b64decode(bundle, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "`bundle` is not valid base64") from None
+    with _mapped_errors():
+        checked = await asyncio.to_thread(check_bundle, archive)
+    if not _local(gw):
+        raise _read_only()
+    if gw.sessions.is_busy(session_id):
+        raise ApiError(409, "session is busy with a turn; upload the workspace after its done")
+    async with _workspace(gw, session_id) as access:
+        await asyncio.to_thread(apply_bundle, access.root, checked, access.owner)
+        live = access.live
+    return json_response({"message": "Workspace restored to live sandbox" if live
+                          else "Workspace saved as snapshot"})
+
+
+ROUTES: list[tuple[str, str, Callable[[Gateway, Request], Awaitable[Response | None]]]] = [
+    ("GET", r"/api/sessions/(?P<id>[^/]+)/files", list_session_files),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/files", write_session_files),
+    ("GET", r"/api/sessions/(?P<id>[^/]+)/files/(?P<path>.+)", read_session_file),
+    ("DELETE", r"/api/sessions/(?P<id>[^/]+)/files/(?P<path>.+)", delete_session_file),
+    ("GET", r"/api/sessions/(?P<id>[^/]+)/workspace", download_workspace),
+    ("POST", r"/api/sessions/(?P<id>[^/]+)/workspace", upload_workspace),
+]
