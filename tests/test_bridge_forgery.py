@@ -203,9 +203,10 @@ def test_a_frame_type_with_newlines_and_quotes_forges_no_sse_event(
     assert all(e.id != "424242" for e in events)
     logged = hostile_client.get(f"/api/sessions/{sid}/events").json()["events"]
     assert [e["id"] for e in logged] == list(range(1, len(logged) + 1))
-    assert [e["type"] for e in logged[:2]] == ["error", "done"]
-    assert {e["type"] for e in logged} <= {"error", "done", "text_delta", "turn_complete"}
-    assert "\n" not in logged[0]["data"]["error"]  # the type is named escaped, and cut short
+    assert [e["type"] for e in logged[:3]] == ["session_start", "error", "done"]
+    assert {e["type"] for e in logged} <= {"session_start", "error", "done", "text_delta",
+                                           "turn_complete", "message"}
+    assert "\n" not in logged[1]["data"]["error"]  # the type is named escaped, and cut short
 
 
 def test_a_payload_that_is_not_json_stops_the_session(
