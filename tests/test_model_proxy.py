@@ -123,7 +123,7 @@ def test_an_upstream_failure_becomes_an_error_event(
 ) -> None:
     stub.inject("status", status=500, times=0)
     events_ = send_message(client, sid, "hello?")
-    assert [e.event for e in events_][-3:] == ["error", "turn_complete", "done"]
+    assert [e.event for e in events_][-4:] == ["error", "turn_complete", "message", "done"]
     assert events_[-1].data["status"] == "error"
     assert "500" in next(e.data for e in events_ if e.event == "error")["error"]
 
