@@ -60,7 +60,6 @@ CREATE_TIMEOUT = 60.0
 CALL_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 10.0
 GATEWAY_SHUTDOWN = "gateway shutting down"
-DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
 _INTERRUPT = pb.SessionCommand(interrupt=pb.SessionCommand.Interrupt())
 _RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
                     grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -410,7 +409,7 @@ class RemoteBackend:
                 if self._ended == GATEWAY_SHUTDOWN:
                     return  # the runner keeps the turn running; the next gateway logs the rest
                 yield self._lost_event
-                yield DONE_AFTER_ERROR
+                yield Event(events.DONE, events.done_payload(session_id, "error"))
                 return
             event_type = message.type
             if event_type:

@@ -26,6 +26,7 @@ from gateway.sse_stream import SseWriter, stream_session
 from gateway.store import AgentRow
 from runner import timing
 from runner.timing import TIMING
+from wire import events
 from wire import timing as wt
 from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
 
@@ -38,7 +39,7 @@ MAX_LIST_LIMIT = 1000
 MAX_LIST_OFFSET = 2**31 - 1
 DEFAULT_EVENTS_LIMIT = 1000
 MAX_EVENTS_LIMIT = 10_000
-TOP_LEVEL_OPTIONS = ("model", "maxTurns")
+TOP_LEVEL_OPTIONS = ("model", "maxTurns", events.INCLUDE_PARTIAL_MESSAGES)
 """Options a reference client sends beside `content` rather than inside `options`."""
 
 
@@ -219,6 +220,9 @@ def _check_options(options: dict[str, Any], label: str) -> None:
         if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_NAME:
             raise ApiError(400, f"{label.format('model')} must be a string of 1 to "
                                 f"{MAX_MODEL_NAME} characters")
+    partials = options.get(events.INCLUDE_PARTIAL_MESSAGES)
+    if partials is not None and not isinstance(partials, bool):
+        raise ApiError(400, f"{label.format(events.INCLUDE_PARTIAL_MESSAGES)} must be a boolean")
     for name, option in NUMERIC_OPTIONS.items():
         if name in options:
             number_value(options[name], label.format(name), low=option.low, high=option.high,

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway import VERSION
 from gateway.agents import agent_spec
 from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
@@ -33,6 +34,7 @@ from runner.backend import Backend, BackendError, CapacityExceeded, ExecResult, 
 from runner.timing import TIMING
 from wire import events, sse
 from wire import timing as wt
+from wire.events import done_payload
 
 log = logging.getLogger("ash.sessions")
 
@@ -395,7 +397,8 @@ class SessionService:
 
         Publishing waits while a subscriber is full, so a slow reader slows the agent.
         An event from a runner carries its hint; one the gateway made up amid them
-        (runner lost, state not saved), and the first after a jump in numbering, are
+        (runner lost, state not saved, the turn's `session_start`), and the first after
+        a jump in numbering, are
         logged at once, so that after a crash the ids of the runner's events still
         follow on from the log (see `_take_over_turns`).
         """
@@ -416,6 +419,10 @@ class SessionService:
                 if event.type == events.DONE:
                     self.event_log.flush()
                     self._finish_turn(row)
+                elif event.type == events.SESSION_START:
+                    # Logged at once: a runner's events after it, numbered on from the
+                    # log after a gateway crash, keep the ids a client saw.
+                    self.event_log.flush()
                 elif event.hint is not None:
                     from_runner = True
                 elif from_runner or (renumbered and seq != row.last_event_seq + 1):
@@ -460,6 +467,8 @@ class SessionService:
         self, session_id: str, prompt: str, options: dict[str, Any], turn_id: str = ""
     ) -> AsyncIterator[events.Event]:
         first_pending = TIMING and bool(turn_id)
+        yield events.Event(events.SESSION_START, orjson.dumps(
+            {"sessionId": session_id, "version": VERSION}))
         if first_pending:
             timing.point(wt.GATEWAY_BACKEND_SEND, turn_id, session_id)
         try:
@@ -472,7 +481,7 @@ class SessionService:
             yield events.Event(
                 events.ERROR, orjson.dumps({"error": str(exc), "code": "backend_error"})
             )
-            yield events.Event(events.DONE, b'{"status":"error"}')
+            yield events.Event(events.DONE, done_payload(session_id, "error"))
 
     def _finish_turn(self, row: SessionRow) -> None:
         current = self.get(row.id)

@@ -69,7 +69,10 @@ def _ready(pending_turns: int) -> pb.SessionEvent:
         return _READY
     return pb.SessionEvent(type=events.READY,
                            data=orjson.dumps({"pendingTurns": pending_turns}))
-_DONE_AFTER_ERROR = pb.SessionEvent(type=events.DONE, data=b'{"status":"error"}')
+
+
+def _done_after_error(session_id: str) -> pb.SessionEvent:
+    return pb.SessionEvent(type=events.DONE, data=events.done_payload(session_id, "error"))
 
 
 def error_message(message: str, code: str) -> pb.SessionEvent:
@@ -344,7 +347,7 @@ class RunnerService(pb_grpc.RunnerServicer):
         """One turn's messages: the bridge's events, the state chunks just before `done`."""
         if self.leaving:
             yield error_message(SHUTTING_DOWN, "runner_lost")
-            yield _DONE_AFTER_ERROR
+            yield _done_after_error(session_id)
             return
         try:
             options = orjson.loads(options_json) if options_json else None
@@ -355,7 +358,7 @@ class RunnerService(pb_grpc.RunnerServicer):
                 yield pb.SessionEvent(type=event.type, data=event.data)
         except (BackendError, orjson.JSONDecodeError) as exc:
             yield error_message(str(exc), "backend_error")
-            yield _DONE_AFTER_ERROR
+            yield _done_after_error(session_id)
 
     async def _state_messages(
         self, session_id: str, state_max: int

@@ -70,7 +70,6 @@ from wire.events import Event
 log = logging.getLogger("ash.runner")
 
 SANDBOXES_DIR = "sandboxes"
-DONE_AFTER_ERROR = Event(events.DONE, b'{"status":"error"}')
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 StopListener = Callable[[str, str], None]
 """Told (session id, why) when a sandbox is stopped for breaking the bridge protocol; the
@@ -418,7 +417,7 @@ class LocalBackend:
                     code = await self._reap(sandbox.bridge, kill=violation is not None)
                     yield (Event(events.ERROR, violation.payload()) if violation is not None
                            else self._exit_error(sandbox, code))
-                    yield DONE_AFTER_ERROR
+                    yield Event(events.DONE, events.done_payload(session_id, "error"))
                     return
                 if first_pending and event.type in wt.TOKEN_EVENTS:
                     first_pending = False
@@ -429,7 +428,7 @@ class LocalBackend:
                     # has yet to act on): stop the sandbox so the session pauses, and say why.
                     await self._reap(sandbox.bridge, kill=True)
                     yield Event(events.ERROR, hit.payload())
-                    yield DONE_AFTER_ERROR
+                    yield Event(events.DONE, events.done_payload(session_id, "error"))
                     return
                 yield event
         finally:

@@ -49,9 +49,13 @@ def first_of(turn: Iterable[Event], event_type: str) -> Any:
 
 
 def streamed_text(turn: Iterable[Event]) -> str:
-    return "".join(payload(e)["text"] for e in turn if e.type == events.TEXT_DELTA)
+    return "".join(payload(e)["delta"] for e in turn if e.type == events.TEXT_DELTA)
 
 
 def message_text(turn: Iterable[Event]) -> str:
-    text: str = first_of(turn, events.MESSAGE)["content"][0]["text"]
-    return text
+    """The text blocks of the turn's SDK assistant messages (`message.content`), joined."""
+    return "".join(
+        block["text"]
+        for e in turn if e.type == events.MESSAGE
+        for message in [payload(e)] if message["type"] == "assistant"
+        for block in message["message"]["content"] if block["type"] == "text")

@@ -36,4 +36,4 @@ def parse_sse(chunks: Iterable[bytes]) -> list[SseEvent]:
 
 
 def reply_text(events: list[SseEvent]) -> str:
-    return "".join(e.data["text"] for e in events if e.event == "text_delta")
+    return "".join(e.data["delta"] for e in events if e.event == "text_delta")

@@ -102,7 +102,7 @@ class Footprint:
 
 def violation_of(events: list[SseEvent]) -> dict[str, Any]:
     assert events and events[-1].event == "done", [e.event for e in events[-3:]]
-    assert events[-1].data == {"status": "error"}
+    assert events[-1].data["status"] == "error"
     errors = [e.data for e in events if e.event == "error"]
     assert errors, [e.event for e in events[-5:]]
     error: dict[str, Any] = errors[-1]
@@ -116,7 +116,7 @@ def assert_paused_then_resumable(client: httpx.Client, session_id: str) -> None:
     assert client.post(f"/api/sessions/{session_id}/resume").status_code == 200
     events = send_message(client, session_id, "hello again")
     assert [e.data for e in events if e.event == "text_delta"] == [{"text": "honest reply"}]
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
 
 
 def attack(hostile: GatewayProcess, client: httpx.Client, tmp_path: Path, prompt: str,
@@ -182,7 +182,7 @@ def test_the_agents_commands_cannot_reach_the_bridge_socket(
     assert "Permission denied" in listing["stdout"], listing
     events = send_message(client, sid, "hello")
     assert "FORGED" not in str([e.data for e in events])
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
 
 
 # a hostile bridge in a real sandbox
@@ -192,20 +192,21 @@ def test_an_unknown_frame_type_stops_the_session(
     hostile: GatewayProcess, hostile_client: httpx.Client, tmp_path: Path
 ) -> None:
     _, events = attack(hostile, hostile_client, tmp_path, "unknown-type", "unknown_frame_type")
-    assert all(e.event in {"error", "done"} for e in events)
+    assert all(e.event in {"session_start", "error", "done"} for e in events)
 
 
 def test_a_frame_type_with_newlines_and_quotes_forges_no_sse_event(
     hostile: GatewayProcess, hostile_client: httpx.Client, tmp_path: Path
 ) -> None:
     sid, events = attack(hostile, hostile_client, tmp_path, "newline-type", "unknown_frame_type")
-    assert [e.event for e in events] == ["error", "done"]
+    assert [e.event for e in events] == ["session_start", "error", "done"]
     assert all(e.id != "424242" for e in events)
     logged = hostile_client.get(f"/api/sessions/{sid}/events").json()["events"]
     assert [e["id"] for e in logged] == list(range(1, len(logged) + 1))
-    assert [e["type"] for e in logged[:2]] == ["error", "done"]
-    assert {e["type"] for e in logged} <= {"error", "done", "text_delta", "turn_complete"}
-    assert "\n" not in logged[0]["data"]["error"]  # the type is named escaped, and cut short
+    assert [e["type"] for e in logged[:3]] == ["session_start", "error", "done"]
+    assert {e["type"] for e in logged} <= {"session_start", "error", "done", "text_delta",
+                                           "turn_complete", "message"}
+    assert "\n" not in logged[1]["data"]["error"]  # the type is named escaped, and cut short
 
 
 def test_a_payload_that_is_not_json_stops_the_session(
@@ -236,7 +237,7 @@ def test_events_between_turns_stop_the_bridge_at_once_and_pause_the_session(
     sid = new_session(hostile_client, tmp_path, "between")
     footprint = Footprint(hostile, "between-turns")
     events = send_message(hostile_client, sid, "between-turns")
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
     deadline = time.monotonic() + 10
     while session_status(hostile_client, sid) != "paused":
         assert time.monotonic() < deadline, "a violation between turns went unnoticed"
@@ -335,7 +336,7 @@ def test_a_flood_on_a_runner_is_cut_there_with_memory_and_log_bounded(
         footprint = Footprint(hostile_cluster.gateway, "split flood", runner)
         events = send_message(split_client, sid, "flood")
         footprint.check()
-        assert events[-1].data == {"status": "error"}
+        assert events[-1].data["status"] == "error"
         assert violation_of(events)["rule"] == "event_rate"
         assert sum(e.event == "text_delta" for e in events) <= 25_000
         assert "bridge protocol violation (event_rate)" in runner.log_path.read_text()
@@ -349,7 +350,7 @@ def test_events_between_turns_on_a_runner_pause_the_session(
     with hostile_cluster.client() as split_client:
         sid = new_session(split_client, tmp_path, "between")
         events = send_message(split_client, sid, "between-turns")
-        assert events[-1].data == {"status": "ok"}
+        assert events[-1].data["status"] == "ok"
         wait_until_paused(split_client, sid)
         error = split_client.get(f"/api/sessions/{sid}").json()["session"]["error"]
         assert error.startswith("sandbox exited: bridge protocol violation: a text_delta "

@@ -99,16 +99,18 @@ def test_cli_runs_quietly_unless_the_agent_env_says_otherwise() -> None:
     assert "DISABLE_TELEMETRY" not in cli_env({"DISABLE_TELEMETRY": "0"})
 
 
-def test_only_main_thread_deltas_become_text_and_thinking_deltas() -> None:
+def test_only_main_thread_deltas_become_events_named_as_the_reference_names_them() -> None:
     def stream_event(delta: dict[str, str], parent: str | None = None) -> dict[str, Any]:
         return {"type": "stream_event", "parent_tool_use_id": parent,
                 "event": {"type": "content_block_delta", "index": 0, "delta": delta}}
 
     assert delta_event(stream_event({"type": "text_delta", "text": "hi"})) == (
-        "text_delta", b'{"text":"hi"}')
+        "text_delta", b'{"delta":"hi"}')
     assert delta_event(stream_event({"type": "thinking_delta", "thinking": "hm"})) == (
-        "thinking_delta", b'{"thinking":"hm"}')
-    assert delta_event(stream_event({"type": "input_json_delta", "partial_json": "{"})) is None
+        "thinking_delta", b'{"delta":"hm"}')
+    assert delta_event(stream_event({"type": "input_json_delta", "partial_json": "{"})) == (
+        "input_json_delta", b'{"type":"input_json_delta","partial_json":"{"}')
+    assert delta_event(stream_event({"type": "unheard_of_delta", "x": "{"})) is None
     assert delta_event(stream_event({"type": "text_delta", "text": "x"}, "toolu_1")) is None
 
 
@@ -118,12 +120,14 @@ def test_turn_streams_text_deltas_messages_and_turn_complete(
     events = send_message(client, sid, "hello there")
     assert reply_text(events) == (
         "Turn 1. You said: hello there. This is the start of our conversation.")
-    assert [e.event for e in events][-2:] == ["turn_complete", "done"]
-    assert events[-1].data == {"status": "ok"}
+    assert [e.event for e in events][-3:] == ["turn_complete", "message", "done"]
+    assert events[-2].data["type"] == "result"
+    assert events[-1].data["status"] == "ok"
     assistant = [m for m in of_type(events, "message") if m["type"] == "assistant"]
     assert assistant[-1]["message"]["content"] == [{"type": "text", "text": reply_text(events)}]
     complete = of_type(events, "turn_complete")[0]
     assert complete["stop_reason"] == "end_turn"
+    assert (complete["numTurns"], complete["result"]) == (1, reply_text(events))
     assert complete["usage"]["output_tokens"] > 0
     assert complete["session_id"] == assistant[-1]["session_id"]
 
@@ -172,7 +176,7 @@ def test_text_deltas_arrive_before_the_turn_ends_in_order(
 
 def test_thinking_blocks_stream_as_thinking_deltas(client: httpx.Client, sid: str) -> None:
     events = send_message(client, sid, "THINK about it")
-    thinking = "".join(d["thinking"] for d in of_type(events, "thinking_delta"))
+    thinking = "".join(d["delta"] for d in of_type(events, "thinking_delta"))
     assert thinking == "Thinking about turn 1: THINK about it"
     first_text = next(e.id for e in events if e.event == "text_delta")
     assert all(e.id < first_text for e in events if e.event == "thinking_delta")
@@ -190,9 +194,9 @@ def test_write_tool_call_creates_the_file_and_streams_tool_events(
     assert tool_result["tool_use_id"] == tool_use["id"]
     assert tool_result["is_error"] is False
     names = [e.event for e in events]
-    assert names.index("tool_use") < names.index("tool_result") < len(names) - 2
+    assert names.index("tool_use") < names.index("tool_result") < len(names) - 3
     assert "Write returned: File created successfully" in reply_text(events)
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
 
 
 def test_bash_tool_call_runs_in_the_workspace(client: httpx.Client, sid: str) -> None:
@@ -240,14 +244,14 @@ def test_interrupt_mid_turn_ends_the_turn_and_the_session_stays_usable(
 ) -> None:
     stub.set_pacing(token_interval_ms=250)
     events = interrupted_turn(client, sid, "a slow reply please", b"event: text_delta")
-    assert events[-1].data == {"status": "interrupted"}
+    assert events[-1].data["status"] == "interrupted"
     assert of_type(events, "turn_complete")[0]["stop_reason"] == "interrupted"
     assert "conversation." not in reply_text(events)
     assert agent_calls(stub)[0]["disconnected"] is True
 
     stub.set_pacing(token_interval_ms=0)
     after = send_message(client, sid, "are you still there?")
-    assert after[-1].data == {"status": "ok"}
+    assert after[-1].data["status"] == "ok"
     assert "Earlier you said: a slow reply please." in reply_text(after)
 
 
@@ -256,7 +260,7 @@ def test_interrupt_right_after_sending_stops_that_turn(
 ) -> None:
     stub.set_pacing(first_token_delay_ms=500)
     events = interrupted_turn(client, sid, "never mind", b"")
-    assert events[-1].data == {"status": "interrupted"}
+    assert events[-1].data["status"] == "interrupted"
     assert reply_text(events) == ""
 
 
@@ -284,7 +288,7 @@ def test_max_turns_option_stops_the_agent_loop(
     events = send_message(client, sid, "WRITE_FILE capped.txt one model call only",
                           options={"maxTurns": 1})
     assert of_type(events, "turn_complete")[0]["stop_reason"] == "max_turns"
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
     names = [e.event for e in events]
     assert "text_delta" not in names[names.index("tool_result"):]
     assert exec_in(client, sid, "cat capped.txt")["stdout"] == "one model call only"
@@ -296,8 +300,9 @@ def failing_session(client: httpx.Client, root: Path, stub: StubProcess) -> str:
 
 
 def assert_failed_turn(events: list[SseEvent]) -> dict[str, Any]:
-    assert [e.event for e in events][-3:] == ["error", "turn_complete", "done"]
-    assert events[-1].data == {"status": "error"}
+    assert [e.event for e in events][-4:] == ["error", "turn_complete", "message", "done"]
+    assert events[-2].data["type"] == "result" and events[-2].data["is_error"] is True
+    assert events[-1].data["status"] == "error"
     assert of_type(events, "turn_complete")[0]["is_error"] is True
     return of_type(events, "error")[0]
 
@@ -325,7 +330,7 @@ def test_session_works_again_once_the_model_recovers(
     send_message(client, sid, "first try")
     stub.clear_failures()
     events = send_message(client, sid, "second try")
-    assert events[-1].data == {"status": "ok"}
+    assert events[-1].data["status"] == "ok"
     assert "You said: second try." in reply_text(events)
 
 

@@ -149,9 +149,9 @@ async def test_forged_types_in_a_live_turn_reach_the_client_as_error_events(
                                  json={"content": "hi"}) as response:
             assert response.status_code == 200
             live = parse_stream(b"".join([chunk async for chunk in response.aiter_raw()]))
-    ids = list(range(1, len(HOSTILE_TURN) + 1))
+    ids = list(range(1, len(HOSTILE_TURN) + 2))  # the gateway's session_start, then the turn
     assert_no_forgery(live, ids)
-    forged = [live.events[1], live.events[5]]
+    forged = [live.events[2], live.events[6]]
     assert [e.type for e in forged] == ["error", "error"]
     assert [json.loads(e.data)["code"] for e in forged] == ["invalid_event_type"] * 2
     assert json.loads(forged[0].data)["type"] == FORGED_DONE_TYPE
@@ -164,13 +164,13 @@ async def test_history_of_a_turn_with_hostile_events_is_valid_json(tmp_path: Pat
                                  json={"content": "hi"}) as response:
             await response.aread()
         history = (await client.get(f"/api/sessions/{sid}/events")).json()["events"]
-    assert [e["id"] for e in history] == list(range(1, len(HOSTILE_TURN) + 1))
-    assert [e["type"] for e in history] == [
+    assert [e["id"] for e in history] == list(range(1, len(HOSTILE_TURN) + 2))
+    assert [e["type"] for e in history] == ["session_start",
         "text_delta", "error", "text_delta", "text_delta", "text_delta", "error", "done"]
-    assert history[3] == {"id": 4, "type": "text_delta", "data": 'not json {"',
+    assert history[4] == {"id": 5, "type": "text_delta", "data": 'not json {"',
                           "invalidJson": True}
-    assert history[4]["invalidJson"] is True
-    assert history[0]["data"] == {"text": "one "}
+    assert history[5]["invalidJson"] is True
+    assert history[1]["data"] == {"text": "one "}
 
 
 async def test_rejoin_replay_of_a_turn_with_hostile_events_forges_nothing(
@@ -180,8 +180,8 @@ async def test_rejoin_replay_of_a_turn_with_hostile_events_forges_nothing(
         async with client.stream("POST", f"/api/sessions/{sid}/messages",
                                  json={"content": "hi"}) as response:
             await response.aread()
-        replay = await read_stream_replay(client, sid, len(HOSTILE_TURN))
-    assert_no_forgery(replay, list(range(1, len(HOSTILE_TURN) + 1)))
+        replay = await read_stream_replay(client, sid, len(HOSTILE_TURN) + 1)
+    assert_no_forgery(replay, list(range(1, len(HOSTILE_TURN) + 2)))
 
 
 # Rows already in the log (an older gateway logged them), read by a real gateway process.

@@ -161,7 +161,7 @@ def test_kill_cannot_reach_the_host_or_other_sandboxes(
         assert failed(result) and "No such process" in result["stderr"], pid
     assert gateway.process.poll() is None
     assert client.get("/health").json()["status"] == "ok"
-    assert send_message(client, victim, "still here?")[-1].data == {"status": "ok"}
+    assert send_message(client, victim, "still here?")[-1].data["status"] == "ok"
 
 
 # 5. network

@@ -115,13 +115,27 @@ def test_invalid_timing_values_fall_through_to_the_next_source() -> None:
 async def test_turn_streams_deltas_then_message_then_turn_complete(tmp_path: Path) -> None:
     status, events = await turn(MockAgent(make_context(tmp_path)), "hello", tokens=4)
     assert status == "ok"
-    assert types(events) == [TEXT_DELTA] * 4 + [MESSAGE, TURN_COMPLETE]
+    assert types(events) == [TEXT_DELTA] * 4 + [MESSAGE, TURN_COMPLETE, MESSAGE]
     message = first_of(events, MESSAGE)
-    assert message["role"] == "assistant" and message["model"] == "ash-mock"
+    assert message["type"] == "assistant" and message["message"]["role"] == "assistant"
+    assert message["message"]["model"] == "ash-mock"
     assert message_text(events) == streamed_text(events)
     complete = first_of(events, TURN_COMPLETE)
+    assert complete["numTurns"] == 1 and complete["result"] == streamed_text(events)
     assert complete["turn"] == 1 and complete["stop_reason"] == "end_turn"
     assert complete["usage"]["output_tokens"] == 4
+    result = payload(events[-1])
+    assert result["type"] == "result" and result["subtype"] == "success"
+    assert result["result"] == streamed_text(events) and result["num_turns"] == 1
+
+
+async def test_turn_without_partial_messages_sends_the_text_in_messages_only(
+        tmp_path: Path) -> None:
+    status, events = await turn(MockAgent(make_context(tmp_path)), "hello", tokens=4,
+                                includePartialMessages=False)
+    assert status == "ok"
+    assert types(events) == [MESSAGE, TURN_COMPLETE, MESSAGE]
+    assert message_text(events) == first_of(events, TURN_COMPLETE)["result"] != ""
 
 
 async def test_agent_remembers_earlier_prompts_within_a_conversation(tmp_path: Path) -> None:
@@ -186,10 +200,11 @@ async def test_bash_prompt_runs_the_command_in_home_as_a_tool_call(tmp_path: Pat
     context = make_context(tmp_path)
     status, events = await turn(MockAgent(context), "/bash pwd && echo hi")
     assert status == "ok"
-    assert types(events)[:2] == [TOOL_USE, TOOL_RESULT]
+    assert types(events)[:4] == [TOOL_USE, MESSAGE, TOOL_RESULT, MESSAGE]
     tool_use = payload(events[0])
     assert tool_use == {"id": "toolu_1", "name": "Bash", "input": {"command": "pwd && echo hi"}}
-    result = payload(events[1])
+    assert payload(events[1])["message"]["content"] == [{"type": "tool_use", **tool_use}]
+    result = payload(events[2])
     assert result == {"tool_use_id": "toolu_1", "content": f"{context.home}\nhi\n",
                       "exit_code": 0, "is_error": False}
     assert "exited with code 0" in message_text(events)

@@ -34,8 +34,8 @@ def start_long_turn(cluster: Cluster, sid: str, seen_before_crash: int) -> list[
 
 
 def message_text(events: list[SseEvent]) -> str:
-    [message] = [e for e in events if e.event == "message"]
-    return "".join(block["text"] for block in message.data["content"])
+    [message] = [e for e in events if e.event == "message" and e.data["type"] == "assistant"]
+    return "".join(block["text"] for block in message.data["message"]["content"])
 
 
 def assert_read_exactly_once(union: list[SseEvent], logged: list[dict]) -> None:

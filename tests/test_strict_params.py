@@ -74,7 +74,7 @@ def assert_still_usable(t: Target, before: dict) -> None:
     assert (now["status"], now["turns"], now["lastEventId"]) == (
         before["status"], before["turns"], before["lastEventId"])
     events = send_message(t.client, t.sid, "still works")
-    assert events[-1].event == "done" and events[-1].data == {"status": "ok"}
+    assert events[-1].event == "done" and events[-1].data["status"] == "ok"
 
 
 @pytest.mark.parametrize("value", BAD_HEADER_IDS, ids=repr)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 # Bridge lifecycle events (bridge -> runner); `ready` never reaches a client.
 READY = "ready"
 # The answer to an `exec` command, matched to it by its `id`; not a turn event.
@@ -26,10 +28,23 @@ TOOL_RESULT = "tool_result"
 TURN_COMPLETE = "turn_complete"
 ERROR = "error"
 DONE = "done"
+FORWARDED_DELTA_TYPES: frozenset[str] = frozenset(
+    {"input_json_delta", "signature_delta", "citations_delta"})
+"""Stream deltas other than text and thinking, sent as an event named after the delta (as
+the reference does) carrying the raw delta; any other delta type gives no event of its own."""
 
 TURN_EVENT_TYPES: frozenset[str] = frozenset(
     {MESSAGE, TEXT_DELTA, THINKING_DELTA, TOOL_USE, TOOL_RESULT, TURN_COMPLETE, ERROR, DONE}
-)
+) | FORWARDED_DELTA_TYPES
+
+# Made by the gateway, never by a bridge (so not in BRIDGE_EVENT_TYPES).
+SESSION_START = "session_start"
+"""The first frame of every turn's stream: `{"sessionId", "version"}` (the gateway's version)."""
+
+# Message options the bridge reads.
+INCLUDE_PARTIAL_MESSAGES = "includePartialMessages"
+"""False: no `text_delta`/`thinking_delta` (the text comes in `message` frames only), as the
+reference without the option. Absent or true: deltas are streamed (our default)."""
 # The model proxy (`runner.model_proxy`), beside any turn, matched by `id`. bridge -> runner:
 # `model_request` {"id", "method", "path", "headers", "body" (base64)} and `model_cancel`
 # {"id"} when the CLI hangs up. runner -> bridge: `model_response_head` {"id", "status",
@@ -72,3 +87,8 @@ class Event:
     hint: int | None = None
     """The runner's `seq_hint` for an event that came over gRPC: what the gateway
     acknowledges once logged, and resumes after (see runner/turn_relay.py)."""
+
+
+def done_payload(session_id: str, status: str) -> bytes:
+    """A `done` event's payload: `{"sessionId", "status"}` ("ok", "interrupted", "error")."""
+    return orjson.dumps({"sessionId": session_id, "status": status})

@@ -156,6 +156,8 @@ class TurnState:
     """Ids of the main thread's model responses so far (one per API call)."""
     stop_reason: str | None = None
     """Set when the backend itself ends the turn early: "interrupted" or "max_turns"."""
+    partials: bool = True
+    """Stream deltas and `stream_event` messages (the message's `includePartialMessages`)."""
 
 
 def _tool_events(raw: Mapping[str, Any]) -> list[tuple[str, bytes]]:
@@ -186,18 +188,37 @@ def _tool_events(raw: Mapping[str, Any]) -> list[tuple[str, bytes]]:
 
 
 def delta_event(raw: Mapping[str, Any]) -> tuple[str, bytes] | None:
-    """The `text_delta` / `thinking_delta` of a main-thread partial stream event."""
+    """The event of a main-thread partial stream event's delta, as the reference names it:
+    `text_delta {delta}`, `thinking_delta {delta}`, or (wire.events.FORWARDED_DELTA_TYPES)
+    an event named after the delta carrying the raw delta."""
     if raw.get("parent_tool_use_id") is not None:
         return None
     event = raw.get("event")
     if not isinstance(event, dict) or event.get("type") != "content_block_delta":
         return None
-    delta = event.get("delta") or {}
-    if delta.get("type") == "text_delta":
-        return events.TEXT_DELTA, orjson.dumps({"text": delta.get("text", "")})
-    if delta.get("type") == "thinking_delta":
-        return events.THINKING_DELTA, orjson.dumps({"thinking": delta.get("thinking", "")})
+    delta = event.get("delta")
+    if not isinstance(delta, dict):
+        return None
+    kind = delta.get("type")
+    if kind == "text_delta":
+        return events.TEXT_DELTA, orjson.dumps({"delta": delta.get("text", "")})
+    if kind == "thinking_delta":
+        return events.THINKING_DELTA, orjson.dumps({"delta": delta.get("thinking", "")})
+    if kind in events.FORWARDED_DELTA_TYPES:
+        return kind, orjson.dumps(delta)
     return None
+
+
+def thinking_events(raw: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """`thinking_delta {delta}` for each complete thinking block of a main-thread assistant
+    message: how thinking reaches a client that asked for no partial messages."""
+    message = raw.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if raw.get("parent_tool_use_id") is not None or not isinstance(content, list):
+        return []
+    return [(events.THINKING_DELTA, orjson.dumps({"delta": block.get("thinking", "")}))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "thinking"]
 
 
 def result_error(result: Mapping[str, Any]) -> str:
@@ -333,12 +354,13 @@ class ClaudeAgent:
         self._saved.turns += 1
         max_turns = _positive_int(options.get("maxTurns"))
         state = TurnState(min(max_turns, MAX_AGENT_TURNS) if max_turns
-                          else self._settings.max_turns)
+                          else self._settings.max_turns,
+                          partials=options.get(events.INCLUDE_PARTIAL_MESSAGES) is not False)
         if self._interrupt_requested:
             save_session(self._session_path, self._saved)
             await emit(events.TURN_COMPLETE, orjson.dumps({
-                "turn": self._saved.turns, "stop_reason": "interrupted",
-                "session_id": self._saved.session_id}))
+                "numTurns": 0, "result": "", "turn": self._saved.turns,
+                "stop_reason": "interrupted", "session_id": self._saved.session_id}))
             return "interrupted"
         try:
             client = await self._send(client, prompt, _text(options.get("model")))
@@ -386,14 +408,19 @@ class ClaudeAgent:
             return
         self._note_session(raw)
         if kind == "stream_event":
-            delta = delta_event(raw)
-            if delta is not None:
-                await emit(*delta)
+            if state.partials:
+                delta = delta_event(raw)
+                if delta is not None:
+                    await emit(*delta)
+                await emit(events.MESSAGE, orjson.dumps(raw))
             return
-        await emit(events.MESSAGE, orjson.dumps(raw))
         tool_events = _tool_events(raw)
         for event in tool_events:
             await emit(*event)
+        if not state.partials and kind == "assistant":
+            for event in thinking_events(raw):
+                await emit(*event)
+        await emit(events.MESSAGE, orjson.dumps(raw))
         if kind == "assistant" and raw.get("parent_tool_use_id") is None:
             message_id = (raw.get("message") or {}).get("id")
             if message_id:
@@ -437,7 +464,10 @@ class ClaudeAgent:
             "duration_ms": result.get("duration_ms"),
             "duration_api_ms": result.get("duration_api_ms"),
             "total_cost_usd": result.get("total_cost_usd"),
+            "numTurns": result.get("num_turns"),
+            "result": result.get("result"),
         }))
+        await emit(events.MESSAGE, orjson.dumps(result))
         return status
 
 

@@ -5,6 +5,11 @@ tell the agent remembers. The conversation lives in
 `$HOME/.ash/mock/conversation.json`, written after each turn and before its
 `done`, which is what a cold resume restores. A prompt `/bash <command>` runs
 the command in the workspace and reports it as a Bash tool call.
+
+Its stream has the reference's shapes (docs/compat.md): `text_delta {delta}` per chunk
+(unless the message sets `includePartialMessages: false`), a `message` frame per SDK
+message in the Claude Agent SDK's shape (assistant, user tool result, result), and
+`turn_complete {numTurns, result, ...}` before the `result` message.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +47,7 @@ class MockTiming:
     first_token_delay_ms: float = 0.0
     token_interval_ms: float = 0.0
     tokens: int | None = None
-    """How many `text_delta` events a reply is split into; None means one per word."""
+    """How many chunks (`text_delta` events) a reply is split into; None means one per word."""
 
 
 def _ms(value: object) -> float | None:
@@ -205,7 +211,9 @@ class MockAgent:
             self._interrupted.clear()
 
     async def _run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        started = time.monotonic()
         timing = resolve_timing(options, self._context.config, self._context.environ)
+        partials = options.get(events.INCLUDE_PARTIAL_MESSAGES) is not False
         earlier = [m["content"] for m in self._messages if m["role"] == "user"]
         turn = len(earlier) + 1
         interrupted = await self._pause(timing.first_token_delay_ms)
@@ -220,41 +228,92 @@ class MockAgent:
             if interrupted or (index and await self._pause(timing.token_interval_ms)):
                 interrupted = True
                 break
-            await emit(events.TEXT_DELTA, orjson.dumps({"text": chunk}))
+            if partials:
+                await emit(events.TEXT_DELTA, orjson.dumps({"delta": chunk}))
             sent.append(chunk)
         text = "".join(sent)
-        if text:
-            await emit(events.MESSAGE, orjson.dumps({
-                "type": "assistant",
-                "role": "assistant",
-                "content": [{"type": "text", "text": text}],
-                "model": MODEL,
-            }))
         input_tokens = sum(len(m["content"].split()) for m in self._messages)
         input_tokens += len(self._context.system_prompt.split()) + len(prompt.split())
+        usage = {"input_tokens": input_tokens, "output_tokens": len(sent)}
+        stop_reason = "interrupted" if interrupted else "end_turn"
+        if text:
+            await emit(events.MESSAGE, orjson.dumps(self._sdk_assistant(
+                turn, [{"type": "text", "text": text}], stop_reason, usage)))
         self._messages += [
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": text},
         ]
         save_conversation(self._path, self._messages)
         await emit(events.TURN_COMPLETE, orjson.dumps({
+            "numTurns": 1,
+            "result": text,
             "turn": turn,
-            "stop_reason": "interrupted" if interrupted else "end_turn",
-            "usage": {"input_tokens": input_tokens, "output_tokens": len(sent)},
+            "stop_reason": stop_reason,
+            "usage": usage,
+        }))
+        await emit(events.MESSAGE, orjson.dumps({
+            "type": "result",
+            "subtype": "error_during_execution" if interrupted else "success",
+            "is_error": interrupted,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+            "duration_api_ms": 0,
+            "num_turns": 1,
+            "result": text,
+            "stop_reason": stop_reason,
+            "session_id": self._session_id,
+            "total_cost_usd": 0,
+            "usage": usage,
         }))
         return "interrupted" if interrupted else "ok"
 
+    @property
+    def _session_id(self) -> str:
+        return self._context.environ.get("ASH_SESSION_ID", "")
+
+    def _sdk_assistant(self, turn: int, content: list[dict[str, Any]], stop_reason: str,
+                       usage: dict[str, int]) -> dict[str, Any]:
+        """An assistant message as the Claude Agent SDK streams it (content under `message`)."""
+        return {
+            "type": "assistant",
+            "message": {
+                "id": f"msg_mock_{turn}_{content[0]['type']}",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": content,
+                "stop_reason": stop_reason,
+                "usage": usage,
+            },
+            "parent_tool_use_id": None,
+            "session_id": self._session_id,
+        }
+
     async def _bash(self, turn: int, command: str, emit: Emit) -> str:
+        """The tool call in the reference's order: `tool_use`, then its SDK message; the
+        result likewise (`tool_result`, then the SDK user message carrying it)."""
         tool_id = f"toolu_{turn}"
+        tool_input = {"command": command}
         await emit(events.TOOL_USE, orjson.dumps(
-            {"id": tool_id, "name": "Bash", "input": {"command": command}}
-        ))
+            {"id": tool_id, "name": "Bash", "input": tool_input}))
+        await emit(events.MESSAGE, orjson.dumps(self._sdk_assistant(
+            turn, [{"type": "tool_use", "id": tool_id, "name": "Bash", "input": tool_input}],
+            "tool_use", {"input_tokens": 0, "output_tokens": 0})))
         result = await run_command(command, self._context.home, self._interrupted)
+        is_error = result.exit_code != 0
         await emit(events.TOOL_RESULT, orjson.dumps({
             "tool_use_id": tool_id,
             "content": result.output,
             "exit_code": result.exit_code,
-            "is_error": result.exit_code != 0,
+            "is_error": is_error,
+        }))
+        await emit(events.MESSAGE, orjson.dumps({
+            "type": "user",
+            "message": {"role": "user", "content": [{
+                "type": "tool_result", "tool_use_id": tool_id, "content": result.output,
+                "is_error": is_error}]},
+            "parent_tool_use_id": None,
+            "session_id": self._session_id,
+            "tool_use_result": {"stdout": result.output, "stderr": "", "interrupted": False},
         }))
         return (
             f"Turn {turn}. I ran `{command}` and it exited with code {result.exit_code}. "

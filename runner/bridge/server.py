@@ -112,6 +112,8 @@ class Bridge:
         self._relay = relay
         self._writer = writer
         self._home = home
+        self._session_id = os.environ.get("ASH_SESSION_ID", "")
+        """Named in every `done` (`{"sessionId", "status"}`), as the reference's `done` is."""
         self._turn: asyncio.Task[None] | None = None
         self._execs: set[asyncio.Task[None]] = set()
         self._pending = 0
@@ -199,7 +201,7 @@ class Bridge:
                 await self._error(f"agent failed: {failure}", "agent_error")
             if points is not None and (batch := points.frame_payload()) is not None:
                 await self.emit(wt.FRAME, batch)
-            await self.emit(events.DONE, orjson.dumps({"status": status}))
+            await self.emit(events.DONE, events.done_payload(self._session_id, status))
         except ConnectionError:
             pass  # the runner is gone; the command loop sees EOF and exits
 
