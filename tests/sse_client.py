@@ -37,3 +37,11 @@ def parse_sse(chunks: Iterable[bytes]) -> list[SseEvent]:
 
 def reply_text(events: list[SseEvent]) -> str:
     return "".join(e.data["delta"] for e in events if e.event == "text_delta")
+
+
+def assistant_text(events: list[SseEvent]) -> str:
+    """The text blocks of the turn's SDK assistant `message` frames, joined."""
+    return "".join(
+        block["text"]
+        for e in events if e.event == "message" and e.data.get("type") == "assistant"
+        for block in e.data["message"]["content"] if block.get("type") == "text")

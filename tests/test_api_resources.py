@@ -11,7 +11,7 @@ import httpx
 
 from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
-from tests.sse_client import parse_sse
+from tests.sse_client import assistant_text, parse_sse
 
 
 def test_redeploy_bumps_version_and_replaces_the_copied_folder(client, tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_demo_flag_deploys_a_working_demo_agent(tmp_path: Path) -> None:
             assert agent["config"]["backend"] == "mock"
             session = create_session(client, "demo")
             events = send_message(client, session["id"], "hello demo")
-            assert "hello demo" in events[-3].data["content"][0]["text"]
+            assert "hello demo" in assistant_text(events)
     finally:
         gateway.stop()
 

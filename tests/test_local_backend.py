@@ -60,7 +60,7 @@ async def test_create_starts_a_fresh_sandbox_in_the_data_dir(
     assert info.session_id == SID and not info.restored
     assert info.workspace == str(tmp_path / "data" / "sandboxes" / SID / "workspace")
     assert backend.is_alive(SID) and process_exists(info.pid)
-    assert backend.stats() == BackendStats(sandboxes=1, busy=0)
+    assert backend.stats() == BackendStats(sandboxes=1, busy=0, capacity=backend.max_sandboxes)
 
 
 async def test_turn_streams_deltas_message_turn_complete_then_done(
@@ -68,8 +68,8 @@ async def test_turn_streams_deltas_message_turn_complete_then_done(
 ) -> None:
     await backend.create(SID, agent)
     turn = await collect(backend.send(SID, "hello", {"tokens": 3}))
-    assert types(turn) == [TEXT_DELTA] * 3 + [MESSAGE, TURN_COMPLETE, DONE]
-    assert payload(turn[-1]) == {"status": "ok"}
+    assert types(turn) == [TEXT_DELTA] * 3 + [MESSAGE, TURN_COMPLETE, MESSAGE, DONE]
+    assert payload(turn[-1])["status"] == "ok"
 
 
 async def test_second_turn_remembers_the_first(backend: LocalBackend, agent: AgentSpec) -> None:
@@ -92,7 +92,7 @@ async def test_interrupt_stops_a_slow_turn(backend: LocalBackend, agent: AgentSp
     assert time.monotonic() - started < 1.5
     assert types(turn).count(TEXT_DELTA) < SLOW["tokens"]
     assert first_of(turn, TURN_COMPLETE)["stop_reason"] == "interrupted"
-    assert payload(turn[-1]) == {"status": "interrupted"}
+    assert payload(turn[-1]) ["status"] == "interrupted"
 
 
 async def test_a_turn_closed_early_is_drained_so_the_next_turn_starts_clean(
@@ -107,7 +107,7 @@ async def test_a_turn_closed_early_is_drained_so_the_next_turn_starts_clean(
     assert time.monotonic() - started < 1.5
     assert message_text(turn).startswith("Turn 2. You said: next.")
     assert types(turn)[0] == TEXT_DELTA and types(turn).count(DONE) == 1
-    assert payload(turn[-1]) == {"status": "ok"}
+    assert payload(turn[-1])["status"] == "ok"
 
 
 async def test_concurrent_send_is_refused_as_busy(backend: LocalBackend, agent: AgentSpec) -> None:
@@ -118,7 +118,7 @@ async def test_concurrent_send_is_refused_as_busy(backend: LocalBackend, agent: 
     with pytest.raises(BackendError, match="session busy"):
         await collect(backend.send(SID, "impatient"))
     await backend.interrupt(SID)
-    assert payload((await collect(first))[-1]) == {"status": "interrupted"}
+    assert payload((await collect(first))[-1]) ["status"] == "interrupted"
 
 
 async def test_sigkill_mid_turn_yields_error_then_done_and_marks_dead(
@@ -134,7 +134,7 @@ async def test_sigkill_mid_turn_yields_error_then_done_and_marks_dead(
         "error": "sandbox exited unexpectedly (exit code -9)",
         "code": "sandbox_exited",
     }
-    assert payload(rest[-1]) == {"status": "error"}
+    assert payload(rest[-1]) ["status"] == "error"
     assert not backend.is_alive(SID)
 
 
@@ -142,7 +142,7 @@ async def test_idle_bridge_death_is_detected(backend: LocalBackend, agent: Agent
     await backend.create(SID, agent)
     backend.kill(SID)
     await wait_until_dead(backend)
-    assert backend.stats() == BackendStats(sandboxes=0, busy=0)
+    assert backend.stats() == BackendStats(sandboxes=0, busy=0, capacity=backend.max_sandboxes)
     with pytest.raises(SandboxGone):
         await collect(backend.send(SID, "anyone there?"))
 
@@ -234,7 +234,7 @@ async def test_close_stops_every_bridge_and_keeps_workspaces(
     assert not any(process_exists(info.pid) for info in infos)
     workspaces = [Path(info.workspace) for info in infos]
     assert all(workspace.is_dir() for workspace in workspaces)
-    assert backend.stats() == BackendStats(sandboxes=0, busy=0)
+    assert backend.stats() == BackendStats(sandboxes=0, busy=0, capacity=backend.max_sandboxes)
 
 
 async def test_create_for_a_session_with_a_live_sandbox_is_refused(
@@ -281,6 +281,6 @@ def test_backend_works_on_uvloop_as_the_gateway_runs_it(agent: AgentSpec, tmp_pa
             await backend.close()
 
     first, last, alive = uvloop.run(scenario())
-    assert first == [TEXT_DELTA, TEXT_DELTA, MESSAGE, TURN_COMPLETE, DONE]
+    assert first == [TEXT_DELTA, TEXT_DELTA, MESSAGE, TURN_COMPLETE, MESSAGE, DONE]
     assert last == [ERROR, DONE]
     assert not alive

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import TlsGateway, create_session, deploy, send_message
 from tests.gateway_process import GatewayProcess
-from tests.sse_client import parse_sse
+from tests.sse_client import parse_sse, reply_text
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_curl_prior_knowledge_streams_a_reply(gateway: GatewayProcess, agent_fol
     assert version == "2"
     events = parse_sse([body.encode() + b"\n\n"])
     assert events[-1].event == "done"
-    assert "hello there" in "".join(e.data["text"] for e in events if e.event == "text_delta")
+    assert "hello there" in reply_text(events)
 
 
 @pytest.mark.parametrize(("http2", "expected"), [(True, "HTTP/2"), (False, "HTTP/1.1")])

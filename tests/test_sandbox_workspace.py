@@ -20,6 +20,7 @@ from tests.sandbox_helpers import (
     run,
     running_gateway,
 )
+from tests.sse_client import assistant_text
 
 
 def test_workspace_survives_a_gateway_restart(tmp_path: Path) -> None:
@@ -31,8 +32,7 @@ def test_workspace_survives_a_gateway_restart(tmp_path: Path) -> None:
         assert client.post(f"/api/sessions/{sid}/resume").status_code == 200
         assert run(client, sid, "cat notes.txt")["stdout"] == "kept\n"
         reply = send_message(client, sid, "what fruit?")
-        message = next(e.data for e in reply if e.event == "message")
-        assert "Earlier you said: remember plums." in message["content"][0]["text"]
+        assert "Earlier you said: remember plums." in assistant_text(reply)
 
 
 def test_a_killed_gateway_leaves_no_workspace_mounted(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tests.gateway_process import GatewayProcess
 from tests.runner_fixtures import collect, make_agent, message_text
 from tests.sandbox_helpers import cgroup_dir, pool_of, run, running_gateway, wait_for_pool
 from tests.split_cluster import Cluster, RunnerProcess
-from tests.sse_client import reply_text
+from tests.sse_client import assistant_text, reply_text
 from wire.events import DONE, WARM_SLOT_ENV
 
 WAIT = 60.0
@@ -91,10 +91,8 @@ def slot_of(client: httpx.Client, session_id: str) -> str:
 
 def reply(client: httpx.Client, session_id: str, content: str) -> str:
     events = send_message(client, session_id, content)
-    assert events[-1].event == "done" and events[-1].data == {"status": "ok"}, events
-    messages = [e.data for e in events if e.event == "message"]
-    text: str = messages[-1]["content"][0]["text"]
-    return text
+    assert events[-1].event == "done" and events[-1].data["status"] == "ok", events
+    return assistant_text(events)
 
 
 @pytest.fixture
@@ -338,7 +336,7 @@ def test_a_claude_session_from_the_pool_connects_after_its_bind(
         events = send_message(client, sid, "hello there")
         assert reply_text(events) == (
             "Turn 1. You said: hello there. This is the start of our conversation.")
-        assert events[-1].data == {"status": "ok"}
+        assert events[-1].data["status"] == "ok"
 
 
 
