@@ -11,6 +11,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from tests.sse_client import SseEvent, parse_sse
 
 TEST_API_KEY = "ash_test_key_0123456789"
 STARTUP_TIMEOUT = 30.0
@@ -126,3 +129,17 @@ def kill_bridge(session_id: str) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in pids):
         assert time.monotonic() < deadline, f"bridge {pids} was not reaped"
         time.sleep(0.01)
+
+
+def turn_with_bridge_killed(client: Any, session_id: str) -> list[SseEvent]:
+    """A slow turn whose bridge is SIGKILLed once its first `text_delta` has arrived; every
+    event the client then reads."""
+    with client.stream("POST", f"/api/sessions/{session_id}/messages",
+                       json={"content": "slow", "options": {"tokenIntervalMs": 200,
+                                                            "tokens": 50}}) as response:
+        chunks = response.iter_raw()
+        seen = [next(chunks)]
+        while b"text_delta" not in b"".join(seen):
+            seen.append(next(chunks))
+        kill_bridge(session_id)
+        return parse_sse([*seen, *chunks])

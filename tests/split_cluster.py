@@ -10,13 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import make_client
+from tests.conftest import deploy, make_agent_folder, make_client
 from tests.gateway_process import NO_WARM_POOL, STARTUP_TIMEOUT, GatewayProcess, stop_process
 
 SECRET = "split-test-secret"
@@ -176,3 +178,22 @@ def session_of(client: httpx.Client, session_id: str) -> dict[str, Any]:
     response = client.get(f"/api/sessions/{session_id}")
     assert response.status_code == 200, response.text
     return response.json()["session"]
+
+
+def echo_cluster_fixtures() -> tuple[Any, Any]:
+    """`cluster` (a coordinator of its own per test, no runner yet) and `client` (with the
+    `echo` agent deployed) fixtures for a split-mode test module:
+    `cluster, client = echo_cluster_fixtures()`."""
+
+    @pytest.fixture
+    def cluster(tmp_path: Path) -> Iterator[Cluster]:
+        with Cluster(tmp_path).start() as running:
+            yield running
+
+    @pytest.fixture
+    def client(cluster: Cluster, tmp_path: Path) -> Iterator[httpx.Client]:
+        with cluster.client() as c:
+            deploy(c, "echo", make_agent_folder(tmp_path))
+            yield c
+
+    return cluster, client

@@ -9,8 +9,8 @@ import pytest
 
 from bench.h2_client import RawH2Client
 from tests.conftest import create_session, deploy, make_client, send_message
-from tests.gateway_process import GatewayProcess, bridge_pids, kill_bridge
-from tests.sse_client import parse_sse, reply_text
+from tests.gateway_process import GatewayProcess, bridge_pids, kill_bridge, turn_with_bridge_killed
+from tests.sse_client import reply_text
 
 
 @pytest.mark.parametrize("protocol", ["h2", "http1.1"])
@@ -96,15 +96,7 @@ def test_sandbox_killed_mid_turn_sends_error_then_done_and_pauses_session(
     client, session
 ) -> None:
     sid = session["id"]
-    with client.stream("POST", f"/api/sessions/{sid}/messages",
-                       json={"content": "slow", "options": {"tokenIntervalMs": 200,
-                                                            "tokens": 50}}) as response:
-        chunks = response.iter_raw()
-        seen = [next(chunks)]
-        while b"text_delta" not in b"".join(seen):
-            seen.append(next(chunks))
-        kill_bridge(sid)
-        events = parse_sse([*seen, *chunks])
+    events = turn_with_bridge_killed(client, sid)
     assert [e.event for e in events][-2:] == ["error", "done"]
     assert "sandbox exited" in events[-2].data["error"]
     state = client.get(f"/api/sessions/{sid}").json()["session"]

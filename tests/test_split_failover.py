@@ -8,33 +8,20 @@ import io
 import signal
 import tarfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
 from gateway.state_store import StateStore
 from tests.conftest import create_session, deploy, make_agent_folder, send_message
 from tests.gateway_process import kill_bridge
-from tests.split_cluster import HEARTBEAT, Cluster, session_of
+from tests.split_cluster import HEARTBEAT, Cluster, echo_cluster_fixtures, session_of
 from tests.sse_client import SseEvent, parse_sse, reply_text
 
 SLOW = {"tokenIntervalMs": 100, "tokens": 60}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Cluster(tmp_path).start() as running:
-        yield running
-
-
-@pytest.fixture
-def client(cluster: Cluster, tmp_path: Path) -> Iterator[httpx.Client]:
-    with cluster.client() as c:
-        deploy(c, "echo", make_agent_folder(tmp_path))
-        yield c
+cluster, client = echo_cluster_fixtures()
 
 
 def turn_cut_short(client: httpx.Client, session_id: str, cut, options=SLOW

@@ -5,28 +5,14 @@ any runner resumes it."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import create_session, deploy, make_agent_folder, send_message
-from tests.split_cluster import Cluster, session_of
+from tests.conftest import create_session, send_message
+from tests.split_cluster import echo_cluster_fixtures, session_of
 from tests.sse_client import reply_text
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Cluster(tmp_path).start() as running:
-        yield running
-
-
-@pytest.fixture
-def client(cluster: Cluster, tmp_path: Path) -> Iterator[httpx.Client]:
-    with cluster.client() as c:
-        deploy(c, "echo", make_agent_folder(tmp_path))
-        yield c
+cluster, client = echo_cluster_fixtures()
 
 
 def run(client: httpx.Client, session_id: str, command: str) -> str:

@@ -19,7 +19,7 @@ from ash_sdk.streaming import (
 )
 
 from tests.conftest import send_message
-from tests.gateway_process import GatewayProcess, kill_bridge
+from tests.gateway_process import GatewayProcess, turn_with_bridge_killed
 from tests.sse_client import SseEvent, parse_sse
 
 REFERENCE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -118,15 +118,7 @@ def test_a_tool_call_sends_tool_use_before_its_sdk_message(client: httpx.Client,
 def test_a_sandbox_lost_mid_turn_ends_with_error_and_done_naming_the_session(
         client: httpx.Client, session: dict) -> None:
     sid = session["id"]
-    with client.stream("POST", f"/api/sessions/{sid}/messages",
-                       json={"content": "slow", "options": {"tokenIntervalMs": 200,
-                                                            "tokens": 50}}) as response:
-        chunks = response.iter_raw()
-        seen = [next(chunks)]
-        while b"text_delta" not in b"".join(seen):
-            seen.append(next(chunks))
-        kill_bridge(sid)
-        events = parse_sse([*seen, *chunks])
+    events = turn_with_bridge_killed(client, sid)
     assert [e.event for e in events][-2:] == ["error", "done"]
     assert shape_errors(events, sid) == []
     assert events[-1].data == {"sessionId": sid, "status": "error"}
