@@ -226,11 +226,8 @@ class SafeWalk:
         try:
             fd = os.open(entry.name, flags, dir_fd=entry.parent_fd)
         except OSError as exc:
-            if exc.errno in _CHANGED:
-                log.warning("walk of %s: %s changed while walked (%s); left out",
-                            self.root, entry.path, exc.strerror)
-                return None
-            raise
+            self._left_out_if_changed(entry, exc)
+            return None
         try:
             opened = os.fstat(fd)
         except BaseException:
@@ -243,6 +240,13 @@ class SafeWalk:
             return None
         return fd, opened
 
+    def _left_out_if_changed(self, entry: Entry, exc: OSError) -> None:
+        """Log `entry` as left out when `exc` says it changed under the walk; re-raise else."""
+        if exc.errno not in _CHANGED:
+            raise exc
+        log.warning("walk of %s: %s changed while walked (%s); left out",
+                    self.root, entry.path, exc.strerror)
+
     def count_bytes(self, size: int) -> None:
         self.bytes += size
         if self.bytes > self.limits.max_bytes:
@@ -254,11 +258,8 @@ class SafeWalk:
         try:
             return os.readlink(entry.name, dir_fd=entry.parent_fd)
         except OSError as exc:
-            if exc.errno in _CHANGED:
-                log.warning("walk of %s: %s changed while walked (%s); left out",
-                            self.root, entry.path, exc.strerror)
-                return None
-            raise
+            self._left_out_if_changed(entry, exc)
+            return None
 
 
 class FileContent:

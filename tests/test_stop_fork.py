@@ -3,6 +3,9 @@ conversation and workspace) through a real gateway, bwrap sandboxes and the mock
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import httpx
 
 from tests.conftest import send_message
@@ -21,6 +24,17 @@ def exec_stdout(client: httpx.Client, sid: str, command: str) -> str:
     response = client.post(f"/api/sessions/{sid}/exec", json={"command": command})
     assert response.status_code == 200, response.text
     return response.json()["stdout"]
+
+
+@contextlib.contextmanager
+def slow_turn(client: httpx.Client, sid: str) -> Iterator[Iterator[bytes]]:
+    """A slow turn on `sid`, its first chunk read; yields the rest of its raw stream."""
+    with client.stream("POST", f"/api/sessions/{sid}/messages",
+                       json={"content": "slow", "options": {"tokenIntervalMs": 30,
+                                                            "tokens": 10}}) as turn:
+        chunks = turn.iter_raw()
+        next(chunks)
+        yield chunks
 
 
 def status_of(client: httpx.Client, sid: str) -> str:
@@ -94,11 +108,7 @@ def test_stop_of_a_paused_session_frees_its_warm_sandbox(client, session) -> Non
 
 def test_stop_during_a_turn_is_409_and_the_turn_completes(client, session) -> None:
     sid = session["id"]
-    with client.stream("POST", f"/api/sessions/{sid}/messages",
-                       json={"content": "slow", "options": {"tokenIntervalMs": 30,
-                                                            "tokens": 10}}) as turn:
-        chunks = turn.iter_raw()
-        next(chunks)
+    with slow_turn(client, sid) as chunks:
         assert_error(client.post(f"/api/sessions/{sid}/stop"), 409, "busy")
         rest = b"".join(chunks)
     assert b"event: done" in rest
@@ -218,11 +228,7 @@ def test_fork_of_an_ended_session_is_410_and_creates_nothing(client, session) ->
 
 def test_fork_during_a_turn_is_409_and_creates_nothing(client, session) -> None:
     sid = session["id"]
-    with client.stream("POST", f"/api/sessions/{sid}/messages",
-                       json={"content": "slow", "options": {"tokenIntervalMs": 30,
-                                                            "tokens": 10}}) as turn:
-        chunks = turn.iter_raw()
-        next(chunks)
+    with slow_turn(client, sid) as chunks:
         assert_error(client.post(f"/api/sessions/{sid}/fork"), 409, "busy")
         for _ in chunks:
             pass
