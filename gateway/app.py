@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+from gateway.api.table import Route, compile_routes
 from gateway.auth import ApiKeyCheck
 from gateway.context import Gateway
 from gateway.http import ApiError, Receive, Request, Scope, Send, error_response
-from gateway.routes import Route, compile_routes
 from runner.backend import BackendError
 
 log = logging.getLogger("ash.gateway")

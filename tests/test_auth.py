@@ -5,15 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.routes import ROUTES
+from gateway.api.table import OPERATIONS
 from tests.gateway_process import GatewayProcess
 
-API_ROUTES = [(method, pattern) for method, pattern, _ in ROUTES if pattern.startswith("/api/")]
+API_ROUTES = [(op.method, op.path) for op in OPERATIONS if op.path.startswith("/api/")]
 
 
-def concrete(pattern: str) -> str:
-    return pattern.replace("(?P<name>[^/]+)", "some-agent").replace("(?P<id>[^/]+)", "some-id") \
-        .replace("(?P<path>.+)", "some/file.txt")
+def concrete(template: str) -> str:
+    return template.replace("{name}", "some-agent").replace("{id}", "some-id") \
+        .replace("{path+}", "some/file.txt")
 
 
 @pytest.mark.parametrize(("method", "pattern"), API_ROUTES)
@@ -29,7 +29,8 @@ def test_api_route_without_valid_key_is_401(
 
 
 def test_every_api_route_is_covered_by_the_auth_walk() -> None:
-    assert len(API_ROUTES) >= 13
+    assert len(API_ROUTES) >= 25
+    assert all(not op.public for op in OPERATIONS if op.path.startswith("/api/"))
 
 
 def test_health_is_public(gateway: GatewayProcess) -> None:

@@ -10,11 +10,11 @@ import re
 import orjson
 import pytest
 
+from gateway.api.table import Route
 from gateway.app import GatewayApp
 from gateway.auth import ApiKeyCheck, hash_key
 from gateway.event_guard import replace_forged
 from gateway.http import Message, Request
-from gateway.routes import Route
 from runner.model_proxy import ModelProxy, ModelUpstream
 from wire import events
 

@@ -6,9 +6,10 @@ nothing to drain.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.api.operation import Operation
+from gateway.api.schemas import BOOLEAN, INTEGER, NUMBER, STRING, array, obj
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator
 from gateway.http import ApiError, Request, Response, json_response
@@ -56,7 +57,17 @@ async def drain_runner(gw: Gateway, req: Request) -> Response:
     return json_response({"runner": runner_json(runner, coordinator.runner_sessions(runner.id))})
 
 
-ROUTES: list[tuple[str, str, Callable[[Gateway, Request], Awaitable[Response]]]] = [
-    ("GET", r"/api/runners", list_runners),
-    ("POST", r"/api/runners/(?P<id>[^/]+)/drain", drain_runner),
+RUNNER = obj({
+    "id": STRING, "address": STRING, "state": STRING, "connected": BOOLEAN,
+    "capacity": obj({"active": INTEGER, "warming": INTEGER, "max": INTEGER}),
+    "sessions": INTEGER, "heartbeatIntervalMs": INTEGER,
+    "lastHeartbeat": NUMBER, "registeredAt": NUMBER,
+}, "id", "address", "state", "connected", "capacity", "sessions")
+
+OPERATIONS = [
+    Operation("GET", "/api/runners", list_runners, "List the registered runners",
+              {200: obj({"runners": array(RUNNER)}, "runners")}),
+    Operation("POST", "/api/runners/{id}/drain", drain_runner,
+              "Drain a runner: no new sessions are placed on it",
+              {200: obj({"runner": RUNNER}, "runner")}),
 ]

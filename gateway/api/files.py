@@ -19,11 +19,13 @@ import io
 import mimetypes
 import os
 import tarfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from gateway.api.operation import Content, Operation, Param
+from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, Schema, array, obj
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator
 from gateway.http import ApiError, Request, Response, json_response
@@ -366,11 +368,40 @@ async def upload_workspace(gw: Gateway, req: Request) -> Response:
                           else "Workspace saved as snapshot"})
 
 
-ROUTES: list[tuple[str, str, Callable[[Gateway, Request], Awaitable[Response | None]]]] = [
-    ("GET", r"/api/sessions/(?P<id>[^/]+)/files", list_session_files),
-    ("POST", r"/api/sessions/(?P<id>[^/]+)/files", write_session_files),
-    ("GET", r"/api/sessions/(?P<id>[^/]+)/files/(?P<path>.+)", read_session_file),
-    ("DELETE", r"/api/sessions/(?P<id>[^/]+)/files/(?P<path>.+)", delete_session_file),
-    ("GET", r"/api/sessions/(?P<id>[^/]+)/workspace", download_workspace),
-    ("POST", r"/api/sessions/(?P<id>[^/]+)/workspace", upload_workspace),
+FILE_ENTRY = obj({"path": STRING, "size": INTEGER, "modifiedAt": ISO_TIME},
+                 "path", "size", "modifiedAt")
+SOURCE: Schema = {"type": "string", "enum": ["sandbox", "snapshot"]}
+LISTING = obj({"files": array(FILE_ENTRY), "source": SOURCE}, "files", "source")
+FILE_JSON = obj({"path": STRING, "size": INTEGER, "source": SOURCE, "content": STRING,
+                 "encoding": {"type": "string", "const": "base64"}},
+                "path", "size", "source", "content")
+WRITE_BODY = obj({
+    "files": {**array(obj({"path": STRING, "content": STRING, "mimeType": STRING},
+                          "path", "content")),
+              "minItems": 1, "maxItems": MAX_FILES_PER_WRITE},
+    "targetPath": STRING,
+}, "files")
+WRITE_RESULT = obj({"files": array(obj({"path": STRING, "written": BOOLEAN, "size": INTEGER,
+                                        "error": STRING}, "path", "written"))}, "files")
+ID_QUERY = (Param("includeHidden", {"type": "string", "enum": ["true", "false"]}),)
+FORMAT_QUERY = (Param("format", {"type": "string", "enum": ["json", "raw"]},
+                      "json: `{path, content, size, source}` (up to 1 MiB); raw (default): "
+                      "the bytes"),)
+
+OPERATIONS = [
+    Operation("GET", "/api/sessions/{id}/files", list_session_files,
+              "List the workspace's files (live sandbox, else the stored workspace)",
+              {200: LISTING}, query=ID_QUERY),
+    Operation("POST", "/api/sessions/{id}/files", write_session_files,
+              "Write files (base64), many at once", {200: WRITE_RESULT}, body=WRITE_BODY),
+    Operation("GET", "/api/sessions/{id}/files/{path+}", read_session_file, "Read a file",
+              {200: Content("application/octet-stream", FILE_JSON)}, query=FORMAT_QUERY),
+    Operation("DELETE", "/api/sessions/{id}/files/{path+}", delete_session_file,
+              "Delete a file",
+              {200: obj({"path": STRING, "deleted": BOOLEAN}, "path", "deleted")}),
+    Operation("GET", "/api/sessions/{id}/workspace", download_workspace,
+              "Download the workspace as a tar.gz", {200: Content("application/gzip")}),
+    Operation("POST", "/api/sessions/{id}/workspace", upload_workspace,
+              "Unpack a tar.gz (base64) over the workspace",
+              {200: obj({"message": STRING}, "message")}, body=obj({"bundle": STRING}, "bundle")),
 ]

@@ -1,0 +1,131 @@
+"""`POST /api/sessions/{id}/messages`: send a message and stream the turn (SSE), and
+`GET /api/sessions/{id}/stream`: rejoin a session's stream after Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.api.operation import Content, Operation, Param
+from gateway.api.schemas import BOOLEAN, INTEGER, STRING, obj
+from gateway.context import Gateway
+from gateway.http import ApiError, Request, string_field
+from gateway.params import INT64_MAX, int_param, number_value, parse_int
+from gateway.sse_stream import SseWriter, stream_session
+from runner import timing
+from runner.timing import TIMING
+from wire import events
+from wire import timing as wt
+from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
+
+TOP_LEVEL_OPTIONS = ("model", "maxTurns", events.INCLUDE_PARTIAL_MESSAGES)
+"""Options a reference client sends beside `content` rather than inside `options`."""
+ON_DISCONNECT = ("continue", "interrupt")
+
+
+def _message_options(body: dict[str, Any]) -> dict[str, Any]:
+    """`options`, with `model` and `maxTurns` given beside `content` taking precedence.
+
+    Every option an agent backend reads is checked against its bounds
+    (`wire.options`); others pass through untouched (no backend reads them).
+    """
+    options = body.get("options", {})
+    if not isinstance(options, dict):
+        raise ApiError(400, "`options` must be a JSON object")
+    _check_options(options, "`options.{}`")
+    top_level = {key: body[key] for key in TOP_LEVEL_OPTIONS if key in body}
+    _check_options(top_level, "`{}`")
+    return {**options, **top_level}
+
+
+def _check_options(options: dict[str, Any], label: str) -> None:
+    if "model" in options:
+        model = options["model"]
+        if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_NAME:
+            raise ApiError(400, f"{label.format('model')} must be a string of 1 to "
+                                f"{MAX_MODEL_NAME} characters")
+    partials = options.get(events.INCLUDE_PARTIAL_MESSAGES)
+    if partials is not None and not isinstance(partials, bool):
+        raise ApiError(400, f"{label.format(events.INCLUDE_PARTIAL_MESSAGES)} must be a boolean")
+    for name, option in NUMERIC_OPTIONS.items():
+        if name in options:
+            number_value(options[name], label.format(name), low=option.low, high=option.high,
+                         integer=option.integer, unit=option.unit)
+
+
+async def send_message(gw: Gateway, req: Request) -> None:
+    turn_id = timing.request_in(req.header(wt.TURN_HEADER), req.path_params["id"]) if TIMING else ""
+    body = await req.json_object()
+    content = string_field(body, "content") or ""
+    options = _message_options(body)
+    on_disconnect = body.get("onDisconnect", "continue")
+    if on_disconnect not in ON_DISCONNECT:
+        raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
+    row = await gw.sessions.begin_turn(req.path_params["id"])
+    if TIMING:
+        timing.point(wt.GATEWAY_SESSION_FOUND, turn_id, row.id)
+    subscriber = gw.sessions.feeds.subscribe(row.id)
+    writer = SseWriter(req, gw.stream_settings)
+    try:
+        await writer.start()
+    except BaseException:
+        gw.sessions.feeds.unsubscribe(row.id, subscriber)
+        gw.sessions.abandon_turn(row.id)
+        raise
+    gw.sessions.start_turn(row, content, options, turn_id)
+
+    def interrupt() -> None:
+        asyncio.get_running_loop().create_task(gw.sessions.interrupt(row.id))
+
+    try:
+        await stream_session(
+            writer, subscriber, session_id=row.id, until_done=True,
+            on_disconnect=interrupt if on_disconnect == "interrupt" else None, turn_id=turn_id,
+        )
+    finally:
+        gw.sessions.feeds.unsubscribe(row.id, subscriber)
+
+
+def _last_event_id(req: Request) -> int:
+    """The id to resume after: the Last-Event-ID header, else `?after=`, else 0."""
+    header = req.header(b"last-event-id")
+    if header is not None:
+        return parse_int(header, "Last-Event-ID (an event id)", low=0, high=INT64_MAX)
+    return int_param(req.query(), "after", 0, low=0, high=INT64_MAX)
+
+
+async def stream_session_events(gw: Gateway, req: Request) -> None:
+    """Replay what came after Last-Event-ID (or ?after=N), then stay live across turns."""
+    session_id = req.path_params["id"]
+    after = _last_event_id(req)
+    gw.sessions.get(session_id)
+    writer = SseWriter(req, gw.stream_settings)
+    subscriber, logged = gw.sessions.subscribe_from(session_id, after)
+    try:
+        await writer.start()
+        await stream_session(
+            writer, subscriber, store=gw.store, session_id=session_id,
+            replay_after=after, replay_until=logged, until_done=False,
+        )
+    finally:
+        gw.sessions.feeds.unsubscribe(session_id, subscriber)
+
+
+SSE = Content("text/event-stream")
+MESSAGE_BODY = obj({
+    "content": STRING,
+    "options": {"type": "object"},
+    "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
+    "maxTurns": INTEGER,
+    events.INCLUDE_PARTIAL_MESSAGES: BOOLEAN,
+    "onDisconnect": {"type": "string", "enum": list(ON_DISCONNECT)},
+}, "content")
+
+OPERATIONS = [
+    Operation("POST", "/api/sessions/{id}/messages", send_message,
+              "Send a message; the turn streams back as Server-Sent Events", {200: SSE},
+              body=MESSAGE_BODY),
+    Operation("GET", "/api/sessions/{id}/stream", stream_session_events,
+              "Rejoin the session's event stream after Last-Event-ID (or ?after=)", {200: SSE},
+              query=(Param("after", {"type": "integer", "minimum": 0}),)),
+]

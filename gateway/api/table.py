@@ -1,0 +1,32 @@
+"""The route table: every resource module's operations, compiled for matching."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.api import agents, events, files, health, messages, runners, sessions
+from gateway.api.operation import Handler, Operation, path_regex
+
+OPERATIONS: list[Operation] = [
+    *health.OPERATIONS,
+    *agents.OPERATIONS,
+    *sessions.OPERATIONS,
+    *messages.OPERATIONS,
+    *events.OPERATIONS,
+    *files.OPERATIONS,
+    *runners.OPERATIONS,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    public: bool = False
+
+
+def compile_routes(operations: list[Operation] | None = None) -> list[Route]:
+    return [Route(op.method, path_regex(op.path), op.handler, op.public)
+            for op in (OPERATIONS if operations is None else operations)]
