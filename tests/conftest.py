@@ -114,7 +114,7 @@ def create_session(client: httpx.Client, agent: str) -> dict:
     return response.json()["session"]
 
 
-def send_message(client: httpx.Client, session_id: str, content: str,
+def send_message(client: httpx.Client, session_id: str, content: str | list[dict],
                  **extra: object) -> list[SseEvent]:
     with client.stream("POST", f"/api/sessions/{session_id}/messages",
                        json={"content": content, **extra}) as response:

@@ -59,7 +59,7 @@ def test_unknown_session_is_404(client) -> None:
 
 def test_oversized_body_is_413_and_changes_nothing(client, session) -> None:
     before = client.get(f"/api/sessions/{session['id']}").json()
-    huge = {"content": "x" * (1024 * 1024 + 1)}
+    huge = {"content": "x" * (50 * 1024 * 1024 + 1)}
     assert_error(client.post(f"/api/sessions/{session['id']}/messages", json=huge), 413,
                  "exceeds")
     assert client.get(f"/api/sessions/{session['id']}").json() == before

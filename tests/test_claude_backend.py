@@ -282,6 +282,27 @@ def test_model_option_picks_the_model_for_that_message(
     assert models[0] == models[2] != "claude-stub-other"
 
 
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+           "RU5ErkJggg==")
+
+
+def test_content_blocks_reach_the_model_as_the_user_message(
+    client: httpx.Client, sid: str, stub: StubProcess
+) -> None:
+    blocks = [{"type": "text", "text": "what is in this picture?"},
+              {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                           "data": PNG_1X1}}]
+    events = send_message(client, sid, blocks)
+    assert of_type(events, "done")
+    [call] = agent_calls(stub)
+    last_user = [m for m in call["body"]["messages"] if m["role"] == "user"][-1]
+    sent = last_user["content"]
+    assert {"type": "text", "text": "what is in this picture?"} in [
+        {"type": b["type"], "text": b.get("text")} for b in sent if b["type"] == "text"]
+    [image] = [b for b in sent if b["type"] == "image"]
+    assert image["source"] == {"type": "base64", "media_type": "image/png", "data": PNG_1X1}
+
+
 def test_max_turns_option_stops_the_agent_loop(
     client: httpx.Client, sid: str, stub: StubProcess
 ) -> None:

@@ -9,17 +9,24 @@ from typing import Any
 from gateway.api.operation import Content, Operation, Param
 from gateway.api.schemas import BOOLEAN, INTEGER, STRING, obj
 from gateway.context import Gateway
-from gateway.http import ApiError, Request, string_field
+from gateway.http import ApiError, Request
 from gateway.params import INT64_MAX, int_param, number_value, parse_int
 from gateway.sse_stream import SseWriter, stream_session
 from runner import timing
 from runner.timing import TIMING
 from wire import events
 from wire import timing as wt
+from wire.content import CONTENT_BLOCKS_OPTION, MAX_BLOCKS, ContentError, parse_content
 from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
 
-TOP_LEVEL_OPTIONS = ("model", "maxTurns", events.INCLUDE_PARTIAL_MESSAGES)
+TOP_LEVEL_OPTIONS = ("model", "maxTurns", events.INCLUDE_PARTIAL_MESSAGES, "maxBudgetUsd",
+                     "effort", "thinking", "outputFormat")
 """Options a reference client sends beside `content` rather than inside `options`."""
+EFFORTS = ("low", "medium", "high", "max")
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+MAX_BUDGET_USD = 1_000_000
+MESSAGE_MAX_BODY = 50 * 1024 * 1024
+"""The reference allows 50 MB on this route: room for image and document blocks."""
 ON_DISCONNECT = ("continue", "interrupt")
 
 
@@ -51,13 +58,47 @@ def _check_options(options: dict[str, Any], label: str) -> None:
         if name in options:
             number_value(options[name], label.format(name), low=option.low, high=option.high,
                          integer=option.integer, unit=option.unit)
+    if CONTENT_BLOCKS_OPTION in options:
+        raise ApiError(400, f"{label.format(CONTENT_BLOCKS_OPTION)} is not an option: send "
+                            "content blocks as `content`")
+    _check_model_settings(options, label)
+
+
+def _check_model_settings(options: dict[str, Any], label: str) -> None:
+    """The reference's per-message model settings: budget, effort, thinking, output format."""
+    if "maxBudgetUsd" in options:
+        number_value(options["maxBudgetUsd"], label.format("maxBudgetUsd"), low=0,
+                     high=MAX_BUDGET_USD, low_exclusive=True, unit="USD")
+    if "effort" in options and options["effort"] not in EFFORTS:
+        raise ApiError(400, f"{label.format('effort')} must be one of {', '.join(EFFORTS)}")
+    if "thinking" in options:
+        thinking = options["thinking"]
+        if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_TYPES:
+            raise ApiError(400, f"{label.format('thinking')} must be an object whose `type` is "
+                                f"one of {', '.join(THINKING_TYPES)}")
+        if "budgetTokens" in thinking:
+            number_value(thinking["budgetTokens"], label.format("thinking") + ".budgetTokens",
+                         low=1024, high=1_000_000, integer=True)
+    if "outputFormat" in options:
+        output = options["outputFormat"]
+        if (not isinstance(output, dict) or output.get("type") != "json_schema"
+                or not isinstance(output.get("schema"), dict)):
+            raise ApiError(400, f"{label.format('outputFormat')} must be "
+                                "{\"type\": \"json_schema\", \"schema\": {...}}")
 
 
 async def send_message(gw: Gateway, req: Request) -> None:
     turn_id = timing.request_in(req.header(wt.TURN_HEADER), req.path_params["id"]) if TIMING else ""
-    body = await req.json_object()
-    content = string_field(body, "content") or ""
+    body = await req.json_object(MESSAGE_MAX_BODY)
+    if "content" not in body:
+        raise ApiError(400, "`content` is required")
+    try:
+        content = parse_content(body["content"])
+    except ContentError as exc:
+        raise ApiError(400, str(exc)) from None
     options = _message_options(body)
+    if content.blocks is not None:
+        options[CONTENT_BLOCKS_OPTION] = content.blocks
     on_disconnect = body.get("onDisconnect", "continue")
     if on_disconnect not in ON_DISCONNECT:
         raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
@@ -72,7 +113,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
         gw.sessions.feeds.unsubscribe(row.id, subscriber)
         gw.sessions.abandon_turn(row.id)
         raise
-    gw.sessions.start_turn(row, content, options, turn_id)
+    gw.sessions.start_turn(row, content.prompt, options, turn_id)
 
     def interrupt() -> None:
         asyncio.get_running_loop().create_task(gw.sessions.interrupt(row.id))
@@ -112,8 +153,18 @@ async def stream_session_events(gw: Gateway, req: Request) -> None:
 
 
 SSE = Content("text/event-stream")
+CONTENT_BLOCK = obj({"type": {"type": "string", "enum": ["text", "image", "document"]},
+                     "text": STRING, "source": {"type": "object"}}, "type")
 MESSAGE_BODY = obj({
-    "content": STRING,
+    "content": {"anyOf": [{"type": "string", "minLength": 1},
+                          {"type": "array", "items": CONTENT_BLOCK, "minItems": 1,
+                           "maxItems": MAX_BLOCKS}]},
+    "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0},
+    "effort": {"type": "string", "enum": list(EFFORTS)},
+    "thinking": obj({"type": {"type": "string", "enum": list(THINKING_TYPES)},
+                     "budgetTokens": INTEGER}, "type"),
+    "outputFormat": obj({"type": {"type": "string", "const": "json_schema"},
+                         "schema": {"type": "object"}}, "type", "schema"),
     "options": {"type": "object"},
     "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
     "maxTurns": INTEGER,

@@ -32,6 +32,7 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, CLIConnectionE
 
 from runner.bridge.agent import SYSTEM_PROMPT_FILE, AgentContext, AgentLoadError, Emit
 from wire import events
+from wire.content import CONTENT_BLOCKS_OPTION
 from wire.options import MAX_AGENT_TURNS
 
 SESSION_FILE = Path(".ash") / "claude" / "session.json"
@@ -363,7 +364,8 @@ class ClaudeAgent:
                 "stop_reason": "interrupted", "session_id": self._saved.session_id}))
             return "interrupted"
         try:
-            client = await self._send(client, prompt, _text(options.get("model")))
+            client = await self._send(client, _user_content(prompt, options),
+                                      _text(options.get("model")))
             async for raw in _raw_messages(client):
                 if raw.get("type") == "result":
                     return await self._finish(raw, state, emit)
@@ -376,17 +378,17 @@ class ClaudeAgent:
         self._drop_client()
         raise ClaudeAgentError("the claude CLI exited before the turn ended")
 
-    async def _send(self, client: ClaudeSDKClient, prompt: str, model: str | None
-                    ) -> ClaudeSDKClient:
-        """Send the prompt; a CLI that died since the last turn is replaced first."""
+    async def _send(self, client: ClaudeSDKClient, content: str | list[dict[str, Any]],
+                    model: str | None) -> ClaudeSDKClient:
+        """Send the user's message; a CLI that died since the last turn is replaced first."""
         try:
             await self._use_model(client, model)
-            await client.query(prompt)
+            await client.query(content if isinstance(content, str) else _user_messages(content))
         except CLIConnectionError:
             self._drop_client()
             client = await self._connected()
             await self._use_model(client, model)
-            await client.query(prompt)
+            await client.query(content if isinstance(content, str) else _user_messages(content))
         self._query_sent = True
         if self._interrupt_requested:
             self._send_interrupt()
@@ -482,3 +484,17 @@ async def _disconnect_quietly(client: ClaudeSDKClient) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await client.disconnect()
+
+
+def _user_content(prompt: str, options: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """The message's content blocks when the client sent blocks, else its text."""
+    blocks = options.get(CONTENT_BLOCKS_OPTION)
+    if isinstance(blocks, list) and blocks and all(isinstance(b, dict) for b in blocks):
+        return blocks
+    return prompt
+
+
+async def _user_messages(content: str | list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """One user message in the CLI's stream-json input shape."""
+    yield {"type": "user", "message": {"role": "user", "content": content},
+           "parent_tool_use_id": None}
