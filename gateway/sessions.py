@@ -467,21 +467,41 @@ class SessionService:
         self, session_id: str, prompt: str, options: dict[str, Any], turn_id: str = ""
     ) -> AsyncIterator[events.Event]:
         first_pending = TIMING and bool(turn_id)
-        yield events.Event(events.SESSION_START, orjson.dumps(
-            {"sessionId": session_id, "version": VERSION}))
         if first_pending:
             timing.point(wt.GATEWAY_BACKEND_SEND, turn_id, session_id)
+
+        def note_first_token(event: events.Event) -> events.Event:
+            nonlocal first_pending
+            if first_pending and event.type in wt.TOKEN_EVENTS:
+                first_pending = False
+                timing.point(wt.GATEWAY_FIRST_EVENT, turn_id, session_id)
+            return event
+
+        stream = self.backend.send(session_id, prompt, options, turn_id=turn_id)
+        # The prompt goes out before the turn's `session_start` is logged and written:
+        # the agent starts working while the gateway does that.
+        first = asyncio.ensure_future(anext(stream, None))
+        await asyncio.sleep(0)
         try:
-            async for event in self.backend.send(session_id, prompt, options, turn_id=turn_id):
-                if first_pending and event.type in wt.TOKEN_EVENTS:
-                    first_pending = False
-                    timing.point(wt.GATEWAY_FIRST_EVENT, turn_id, session_id)
-                yield event
+            yield events.Event(events.SESSION_START, orjson.dumps(
+                {"sessionId": session_id, "version": VERSION}))
+            head = await first
+            if head is None:
+                return
+            yield note_first_token(head)
+            async for event in stream:
+                yield note_first_token(event) if first_pending else event
         except BackendError as exc:
             yield events.Event(
                 events.ERROR, orjson.dumps({"error": str(exc), "code": "backend_error"})
             )
             yield events.Event(events.DONE, done_payload(session_id, "error"))
+        finally:
+            if not first.done():
+                first.cancel()
+                with contextlib.suppress(BaseException):
+                    await first
+            await stream.aclose()
 
     def _finish_turn(self, row: SessionRow) -> None:
         current = self.get(row.id)
@@ -507,3 +527,4 @@ class SessionService:
     def recover_after_restart(self) -> int:
         """In-process sandboxes died with the last gateway process: pause their sessions."""
         return self.store.pause_orphaned_local_sessions()
+
