@@ -37,8 +37,7 @@ def check(document: Document, method: str, template: str, response: httpx.Respon
         assert status in declared, f"{method} {template}: {status} is not declared"
     entry = declared.get(status, declared["default"])
     assert response.headers["content-type"].startswith(JSON), response.headers
-    content = entry["content"]
-    schema = (content.get(JSON) or next(iter(content.values())))["schema"]
+    schema = entry["content"][JSON]["schema"]
     rooted = {"$schema": "https://json-schema.org/draft/2020-12/schema",
               "components": document["components"], "allOf": [schema]}
     jsonschema.validate(response.json(), rooted, cls=jsonschema.Draft202012Validator)

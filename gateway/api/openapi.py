@@ -65,7 +65,9 @@ def _responses(op: Operation) -> Document:
     responses: Document = {}
     for status, declared in sorted(op.responses.items()):
         if isinstance(declared, Content):
-            content = {declared.media_type: {"schema": declared.schema}}
+            declared = (declared,)
+        if isinstance(declared, tuple):
+            content = {c.media_type: {"schema": c.schema} for c in declared}
         else:
             content = {JSON: {"schema": declared}}
         responses[str(status)] = {"description": op.summary, "content": content}
