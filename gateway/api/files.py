@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from gateway.api.operation import Content, Operation, Param
+from gateway.api.operation import JSON, Content, Operation, Param
 from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, Schema, array, obj
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator
@@ -395,7 +395,8 @@ OPERATIONS = [
     Operation("POST", "/api/sessions/{id}/files", write_session_files,
               "Write files (base64), many at once", {200: WRITE_RESULT}, body=WRITE_BODY),
     Operation("GET", "/api/sessions/{id}/files/{path+}", read_session_file, "Read a file",
-              {200: Content("application/octet-stream", FILE_JSON)}, query=FORMAT_QUERY),
+              {200: (Content(JSON, FILE_JSON), Content("application/octet-stream"))},
+              query=FORMAT_QUERY),
     Operation("DELETE", "/api/sessions/{id}/files/{path+}", delete_session_file,
               "Delete a file",
               {200: obj({"path": STRING, "deleted": BOOLEAN}, "path", "deleted")}),

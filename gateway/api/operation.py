@@ -42,7 +42,8 @@ class Operation:
     path: str
     handler: Handler
     summary: str
-    responses: Mapping[int, Schema | Content]
+    responses: Mapping[int, Schema | Content | tuple[Content, ...]]
+    """Per status: a JSON schema, or the body's media type(s) (one per `Content`)."""
     body: Schema | None = None
     """The JSON request body's schema; None when the operation takes no body."""
     query: tuple[Param, ...] = ()

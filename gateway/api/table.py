@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.api import agents, events, files, health, messages, runners, sessions
+from gateway.api import agents, docs, events, files, health, messages, runners, sessions
 from gateway.api.operation import Handler, Operation, path_regex
 
 OPERATIONS: list[Operation] = [
@@ -16,6 +16,7 @@ OPERATIONS: list[Operation] = [
     *events.OPERATIONS,
     *files.OPERATIONS,
     *runners.OPERATIONS,
+    *docs.OPERATIONS,
 ]
 
 
