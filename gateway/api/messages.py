@@ -152,7 +152,9 @@ async def stream_session_events(gw: Gateway, req: Request) -> None:
         gw.sessions.feeds.unsubscribe(session_id, subscriber)
 
 
-SSE = Content("text/event-stream")
+SSE = Content("text/event-stream", obj({"id": STRING, "event": STRING, "data": STRING},
+                                       "event", "data"))
+"""Each event of the stream: its id, its name and its JSON payload (as text)."""
 CONTENT_BLOCK = obj({"type": {"type": "string", "enum": ["text", "image", "document"]},
                      "text": STRING, "source": {"type": "object"}}, "type")
 MESSAGE_BODY = obj({
