@@ -52,7 +52,8 @@ class Request:
         return None
 
     def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        return dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1"),
+                              keep_blank_values=True))
 
     async def body(self, limit: int = MAX_BODY_BYTES) -> bytes:
         declared = self.header(b"content-length")

@@ -113,6 +113,16 @@ def test_session_list_limit_and_offset_are_parsed_strictly_and_bounded(
     assert_400(response, f"`{name}`")
 
 
+@pytest.mark.parametrize(("route", "name"), [
+    ("/api/sessions", "status"), ("/api/sessions", "limit"),
+    ("/api/sessions/{sid}/events", "after"), ("/api/sessions/{sid}/files", "includeHidden"),
+])
+def test_a_blank_query_value_is_a_bad_value_not_an_absent_one(
+        target: Target, route: str, name: str) -> None:
+    response = target.client.get(route.format(sid=target.sid) + f"?{name}=")
+    assert_400(response, f"`{name}`")
+
+
 def test_largest_event_id_is_accepted_as_after(target: Target) -> None:
     response = target.client.get(f"/api/sessions/{target.sid}/events",
                                  params={"after": str(2**63 - 1)})
