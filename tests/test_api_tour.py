@@ -1,0 +1,146 @@
+"""Every operation in the route table, called with valid input over HTTP/1.1 and HTTP/2,
+standalone and via a runner over gRPC: each answers with a status it declares, and a JSON
+body that matches its declared schema (the OpenAPI document at /docs/json)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.api.operation import JSON
+from gateway.api.table import OPERATIONS
+from tests.conftest import make_agent_folder, make_client
+from tests.gateway_process import GatewayProcess
+from tests.split_cluster import Cluster
+from tests.sse_client import parse_sse
+from tests.test_openapi import Document, check
+
+
+@dataclass
+class Tour:
+    """Calls operations through one client and records which ones it called."""
+
+    client: httpx.Client
+    document: Document
+    protocol: str
+    called: set[tuple[str, str]] = field(default_factory=set)
+
+    def call(self, method: str, template: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.client.request(method, path, **kwargs)
+        assert response.http_version == self.protocol
+        assert response.is_success, (method, path, response.status_code, response.text)
+        self.called.add((method, template))
+        if response.headers["content-type"].startswith(JSON):
+            check(self.document, method, template, response)
+        return response
+
+    def turn(self, session_id: str, content: str) -> list[str]:
+        """A turn's SSE event names, read to its end."""
+        path = f"/api/sessions/{session_id}/messages"
+        with self.client.stream("POST", path, json={"content": content}) as response:
+            assert response.status_code == 200 and response.http_version == self.protocol
+            events = parse_sse(response.iter_raw())
+        self.called.add(("POST", "/api/sessions/{id}/messages"))
+        return [event.event for event in events]
+
+
+@pytest.fixture(params=["standalone", "via-runner"])
+def gateway_of_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
+    if request.param == "standalone":
+        gateway = GatewayProcess(tmp_path / "data").start()
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+    else:
+        with Cluster(tmp_path).start() as cluster:
+            cluster.add_runner("r1")
+            cluster.wait_for_runners("r1")
+            yield cluster.gateway
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def workspace_bundle(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return b64(buffer.getvalue())
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/2"])
+def test_every_operation_answers_as_declared(
+    gateway_of_mode: GatewayProcess, tmp_path: Path, protocol: str,
+) -> None:
+    gateway = gateway_of_mode
+    with make_client(gateway, "h2" if protocol == "HTTP/2" else "http1.1") as client:
+        document = client.get("/docs/json").json()
+        tour = Tour(client, document, protocol)
+        call = tour.call
+        call("GET", "/health", "/health")
+        call("GET", "/docs/json", "/docs/json")
+        call("GET", "/docs", "/docs")
+        call("GET", "/api/runners", "/api/runners")
+        call("POST", "/api/agents", "/api/agents",
+             json={"name": "echo", "path": str(make_agent_folder(tmp_path))})
+        call("GET", "/api/agents", "/api/agents")
+        call("GET", "/api/agents/{name}", "/api/agents/echo")
+
+        sid = call("POST", "/api/sessions", "/api/sessions",
+                   json={"agent": "echo"}).json()["session"]["id"]
+        base = f"/api/sessions/{sid}"
+        call("GET", "/api/sessions", "/api/sessions")
+        call("GET", "/api/sessions/{id}", base)
+        assert tour.turn(sid, "my name is Ada")[-1] == "done"
+        rejoined = call("GET", "/api/sessions/{id}/stream", f"{base}/stream",
+                        params={"after": "0"})
+        assert rejoined.headers["content-type"].startswith("text/event-stream")
+        call("GET", "/api/sessions/{id}/events", f"{base}/events")
+        ran = call("POST", "/api/sessions/{id}/exec", f"{base}/exec",
+                   json={"command": "echo hi", "timeout": 10_000})
+        assert ran.json()["stdout"] == "hi\n"
+        call("POST", "/api/sessions/{id}/interrupt", f"{base}/interrupt")
+
+        call("POST", "/api/sessions/{id}/files", f"{base}/files",
+             json={"files": [{"path": "notes.txt", "content": b64(b"hi")}]})
+        listed = call("GET", "/api/sessions/{id}/files", f"{base}/files").json()
+        assert "notes.txt" in [f["path"] for f in listed["files"]]
+        read = call("GET", "/api/sessions/{id}/files/{path+}", f"{base}/files/notes.txt",
+                    params={"format": "json"})
+        assert read.json()["content"] == "hi"
+        call("DELETE", "/api/sessions/{id}/files/{path+}", f"{base}/files/notes.txt")
+        call("POST", "/api/sessions/{id}/workspace", f"{base}/workspace",
+             json={"bundle": workspace_bundle({"restored.txt": b"back"})})
+        archive = call("GET", "/api/sessions/{id}/workspace", f"{base}/workspace")
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive.content))) as tar:
+            assert tar.extractfile("restored.txt").read() == b"back"
+
+        call("POST", "/api/sessions/{id}/pause", f"{base}/pause")
+        call("POST", "/api/sessions/{id}/resume", f"{base}/resume")
+        fork = call("POST", "/api/sessions/{id}/fork", f"{base}/fork").json()["session"]
+        call("POST", "/api/sessions/{id}/stop", f"{base}/stop")
+        call("DELETE", "/api/sessions/{id}", f"/api/sessions/{fork['id']}")
+        call("DELETE", "/api/sessions/{id}", base)
+        call("DELETE", "/api/agents/{name}", "/api/agents/echo")
+        runners = call("GET", "/api/runners", "/api/runners").json()["runners"]
+        for runner in runners:
+            call("POST", "/api/runners/{id}/drain", f"/api/runners/{runner['id']}/drain")
+
+    untoured = {(op.method, op.path) for op in OPERATIONS} - tour.called
+    if not runners:
+        untoured.discard(("POST", "/api/runners/{id}/drain"))
+    assert untoured == set()
