@@ -271,12 +271,31 @@ def test_stored_state_escapes_are_refused_and_change_nothing(
     assert_refused(client.delete(f"/api/sessions/{sid}/files/out/canary.txt"))
     assert_refused(upload(client, sid, tar_gz([("out/pwned.txt", b"x", None)])))
     assert_refused(upload(client, sid, tar_gz([("../pwned.txt", b"x", None)])))
+    assert_refused(upload(client, sid, tar_gz([("/pwned.txt", b"x", None)])))
+    assert_refused(upload(client, sid, tar_gz([("ok.txt", b"x", None),
+                                               ("evil", None, "/etc")])))
     assert client.delete(f"/api/sessions/{sid}/files/missing.txt").status_code == 404
     assert client.get(f"/api/sessions/{sid}/workspace").content == before
     assert sorted(p.name for p in canary.iterdir()) == ["canary.txt"]
     post_ok(client, f"/api/sessions/{sid}/resume")
     assert cat(client, sid, "fine.txt").endswith("MISSING\n")
     assert cat(client, sid, "same.txt") == "same"
+
+
+def test_an_edit_past_the_stored_state_limit_is_413_and_changes_nothing(
+        tmp_path: Path) -> None:
+    with Cluster(tmp_path, gateway_args=["--state-max-bytes", "200000"]).start() as small, \
+            small.client() as c:
+        deploy(c, AGENT, make_agent_folder(tmp_path, AGENT))
+        small.add_runners("r1")
+        session = str(create_session(c, AGENT)["id"])
+        stop(c, session)
+        before = c.get(f"/api/sessions/{session}/workspace").content
+        too_big = write(c, session, {"noise.bin": os.urandom(300_000)})
+        assert too_big.status_code == 413, too_big.text
+        assert too_big.json()["statusCode"] == 413
+        assert c.get(f"/api/sessions/{session}/workspace").content == before
+        written(c, session, {"fits.txt": b"small"})
 
 
 # the runner lost while paused
