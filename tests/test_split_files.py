@@ -301,13 +301,14 @@ def test_an_edit_past_the_stored_state_limit_is_413_and_changes_nothing(
 # the runner lost while paused
 
 
-def test_a_write_after_the_runner_is_lost_survives_resume_elsewhere(tmp_path: Path) -> None:
+def test_writes_to_a_paused_session_survive_losing_its_runner(tmp_path: Path) -> None:
     with Cluster(tmp_path).start() as lost, lost.client() as c:
         deploy(c, AGENT, make_agent_folder(tmp_path, AGENT))
         lost.add_runners("first")
         session = str(create_session(c, AGENT)["id"])
         run(c, session, "printf before > before.txt")
         assert post_ok(c, f"/api/sessions/{session}/pause")["status"] == "paused"
+        written(c, session, {"paused.txt": b"written to the paused sandbox"})
         lost.runners["first"].stop(signal.SIGKILL)
         lost.wait_for_runners("first", state="lost")
         written(c, session, {"after.txt": b"written with no runner"})
@@ -316,3 +317,4 @@ def test_a_write_after_the_runner_is_lost_survives_resume_elsewhere(tmp_path: Pa
         assert post_ok(c, f"/api/sessions/{session}/resume")["runnerId"] == "second"
         assert cat(c, session, "after.txt") == "written with no runner"
         assert cat(c, session, "before.txt") == "before"
+        assert cat(c, session, "paused.txt") == "written to the paused sandbox"

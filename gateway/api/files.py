@@ -7,7 +7,8 @@ leave the workspace is refused with 400 before anything is written.
 
 Coordinator mode: while the session's sandbox is live on a runner, every operation goes
 to that runner over gRPC (gateway.remote_files, runner.grpc_files), which runs the same
-`runner.workspace_files` functions on its disk: `source` is "sandbox". With no live sandbox
+`runner.workspace_files` functions on its disk: `source` is "sandbox"; a change to a paused
+session ships its state to the gateway again, as its pause did. With no live sandbox
 (paused after its runner went, stopped), reads serve the stored state (the tar the runner
 last shipped, `source` "snapshot"), and writes, deletes and uploads edit that stored state
 (gateway.stored_files: unpacked in a scratch directory, the same functions applied, packed
@@ -22,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import io
+import logging
 import mimetypes
 import os
 import tarfile
@@ -54,6 +56,8 @@ from runner.workspace_files import (
     write_files,
 )
 from runner.workspace_state import pack_workspace
+
+log = logging.getLogger("ash.gateway")
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -144,13 +148,25 @@ async def _coordinated(gw: Gateway, session_id: str,
     assert isinstance(gw.backend, Coordinator)
     with _mapped_errors():
         remote = gw.backend.live_files(session_id)
-        if remote is not None:
-            return await live(remote), True
-        with gw.sessions.held(session_id):
-            remote = gw.backend.live_files(session_id)
-            if remote is not None:
-                return await live(remote), True
-            return await gw.backend.edit_stored_state(session_id, stored), False
+        if remote is None:
+            with gw.sessions.held(session_id):
+                remote = gw.backend.live_files(session_id)
+                if remote is None:
+                    return await gw.backend.edit_stored_state(session_id, stored), False
+        result = await live(remote)
+    await _ship_if_paused(gw, session_id)
+    return result, True
+
+
+async def _ship_if_paused(gw: Gateway, session_id: str) -> None:
+    """A paused session's state is durable off its runner (pause shipped it): ship it again
+    after a change, so losing the runner before the resume loses nothing."""
+    if gw.sessions.get(session_id).status == "active":
+        return
+    try:
+        await gw.backend.checkpoint(session_id)
+    except BackendError as exc:
+        log.warning("session %s: state not shipped after a files change: %s", session_id, exc)
 
 
 def _session_id(gw: Gateway, req: Request) -> str:
@@ -307,9 +323,15 @@ async def _stream_file(req: Request, path: str, size: int, chunks: AsyncIterator
     await req.send({"type": "http.response.start", "status": 200,
                     "headers": _raw_headers(path, size, source)})
     sent = 0
-    async for chunk in chunks:
-        sent += len(chunk)
-        await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    try:
+        async for chunk in chunks:
+            sent += len(chunk)
+            await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (BackendError, NotInWorkspace, TooLarge, UnsafePath) as exc:
+        # The runner's stream broke: leave the response unfinished, so the client sees it
+        # cut short (a closed connection) rather than padded.
+        log.warning("read of %r broke off after %d of %d bytes: %s", path, sent, size, exc)
+        return
     if sent < size:  # shrank while read: keep the promised length
         await req.send({"type": "http.response.body", "body": bytes(size - sent),
                         "more_body": True})
