@@ -345,22 +345,24 @@ class Coordinator:
             return None
         return client.files(session_id)
 
+    def edit_lock(self, session_id: str) -> asyncio.Lock:
+        """Held around each `edit_stored_state` of the session: edits go one at a time."""
+        return self._edit_locks.setdefault(session_id, asyncio.Lock())
+
     async def edit_stored_state(self, session_id: str, edit: Callable[[Path], T]) -> T:
-        """Apply `edit` to the session's stored state (no sandbox is live), so the next
-        resume restores the edited tree; SandboxGone when none is stored. A sandbox the
-        session's runner may still hold (this gateway restarted since) is dropped first:
-        a resume would attach to it and never restore the edited state."""
-        async with self._edit_locks.setdefault(session_id, asyncio.Lock()):
-            state = await self._states.load(session_id)
-            if state is None:
-                raise SandboxGone(f"session {session_id} has no stored state")
-            await self._drop_held_sandbox(session_id)
-            edited, result = await asyncio.to_thread(edit_state, state, self._states.root,
-                                                     edit)
-            if len(edited) > self._states.max_bytes:
-                raise TooLarge(f"the edited session state is {len(edited)} bytes, over the "
-                               f"{self._states.max_bytes}-byte limit (ASH_STATE_MAX_BYTES)")
-            await self._states.save(session_id, edited)
+        """Apply `edit` to the session's stored state (no sandbox is live; the caller holds
+        `edit_lock`), so the next resume restores the edited tree; SandboxGone when none
+        is stored. A sandbox the session's runner may still hold (this gateway restarted
+        since) is dropped first: a resume would attach to it, not restore the edit."""
+        state = await self._states.load(session_id)
+        if state is None:
+            raise SandboxGone(f"session {session_id} has no stored state")
+        await self._drop_held_sandbox(session_id)
+        edited, result = await asyncio.to_thread(edit_state, state, self._states.root, edit)
+        if len(edited) > self._states.max_bytes:
+            raise TooLarge(f"the edited session state is {len(edited)} bytes, over the "
+                           f"{self._states.max_bytes}-byte limit (ASH_STATE_MAX_BYTES)")
+        await self._states.save(session_id, edited)
         return result
 
     async def _drop_held_sandbox(self, session_id: str) -> None:

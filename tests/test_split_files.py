@@ -15,6 +15,7 @@ import os
 import signal
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -245,6 +246,18 @@ def test_writes_to_a_stopped_session_edit_its_stored_state(
     assert cat(client, sid, "new/stored.txt") == "written while stopped"
     assert cat(client, sid, "kept.txt") == "new"
     assert cat(client, sid, "doomed.txt").endswith("MISSING\n")
+
+
+def test_concurrent_writes_to_a_stopped_session_all_land(
+        client: httpx.Client, sid: str) -> None:
+    stop(client, sid)
+    names = [f"parallel/{index}.txt" for index in range(6)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        responses = list(pool.map(lambda name: write(client, sid, {name: name.encode()}),
+                                  names))
+    assert [r.status_code for r in responses] == [200] * len(names), \
+        [r.text for r in responses]
+    assert set(names) <= {f["path"] for f in listing(client, sid)["files"]}
 
 
 def test_an_upload_to_a_stopped_session_is_restored_on_resume(

@@ -144,15 +144,17 @@ async def _coordinated(gw: Gateway, session_id: str,
                        live: Callable[[RemoteFiles], Awaitable[T]],
                        stored: Callable[[Path], T]) -> tuple[T, bool]:
     """A change in coordinator mode: on the live sandbox's runner, else to the stored state
-    with the session held (no turn or resume starts on it meanwhile). Whether it was live."""
+    with the session held (no turn or resume starts on it meanwhile; concurrent edits wait
+    their turn). Whether it was live."""
     assert isinstance(gw.backend, Coordinator)
     with _mapped_errors():
         remote = gw.backend.live_files(session_id)
         if remote is None:
-            with gw.sessions.held(session_id):
-                remote = gw.backend.live_files(session_id)
-                if remote is None:
-                    return await gw.backend.edit_stored_state(session_id, stored), False
+            async with gw.backend.edit_lock(session_id):
+                with gw.sessions.held(session_id):
+                    remote = gw.backend.live_files(session_id)
+                    if remote is None:
+                        return await gw.backend.edit_stored_state(session_id, stored), False
         result = await live(remote)
     await _ship_if_paused(gw, session_id)
     return result, True
