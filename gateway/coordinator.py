@@ -15,11 +15,12 @@ lost continues on any other one (Strategy A).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,8 +29,10 @@ from grpc_health.v1.health import aio as health_aio
 from gateway.agent_bundles import AgentBundles
 from gateway.registry import Registry, RunnerState
 from gateway.remote_backend import TURN_RPC_SESSION, RemoteBackend, RunnerUnavailable
+from gateway.remote_files import RemoteFiles
 from gateway.state_store import DEFAULT_MAX_BYTES, StateStore
 from gateway.store import Store
+from gateway.stored_files import edit_state
 from runner.backend import (
     AgentSpec,
     BackendError,
@@ -44,6 +47,7 @@ from runner.grpc_transport import (
     join_address,
     server_options,
 )
+from runner.workspace_files import TooLarge
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
 from wire.events import Event
@@ -52,6 +56,7 @@ from wire.internal_auth import SecretCheck
 log = logging.getLogger("ash.coordinator")
 
 REGISTRY_SERVICE = "ash.runner.v1.RunnerRegistry"
+T = TypeVar("T")
 
 
 class NoRunnerAvailable(BackendError):
@@ -98,6 +103,7 @@ class Coordinator:
         self._unfinished: dict[str, list[str]] = {}
         """Such sessions by runner, until the runner's heartbeat stream is up."""
         self._stop_listener: Callable[[str, str], None] | None = None
+        self._edit_locks: dict[str, asyncio.Lock] = {}
 
     def on_sandbox_stopped(self, listener: Callable[[str, str], None] | None) -> None:
         """Call `listener` (session id, why) when a runner reports a session's sandbox
@@ -331,6 +337,41 @@ class Coordinator:
     async def stored_state(self, session_id: str) -> bytes | None:
         """The state the session's runner last shipped (a gzip tar of its workspace), if any."""
         return await self._states.load(session_id)
+
+    def live_files(self, session_id: str) -> RemoteFiles | None:
+        """The files rpcs of the session's live sandbox; None when it has none."""
+        client = self._client(session_id)
+        if client is None or not client.is_alive(session_id):
+            return None
+        return client.files(session_id)
+
+    def edit_lock(self, session_id: str) -> asyncio.Lock:
+        """Held around each `edit_stored_state` of the session: edits go one at a time."""
+        return self._edit_locks.setdefault(session_id, asyncio.Lock())
+
+    async def edit_stored_state(self, session_id: str, edit: Callable[[Path], T]) -> T:
+        """Apply `edit` to the session's stored state (no sandbox is live; the caller holds
+        `edit_lock`), so the next resume restores the edited tree; SandboxGone when none
+        is stored. A sandbox the session's runner may still hold (this gateway restarted
+        since) is dropped first: a resume would attach to it, not restore the edit."""
+        state = await self._states.load(session_id)
+        if state is None:
+            raise SandboxGone(f"session {session_id} has no stored state")
+        await self._drop_held_sandbox(session_id)
+        edited, result = await asyncio.to_thread(edit_state, state, self._states.root, edit)
+        if len(edited) > self._states.max_bytes:
+            raise TooLarge(f"the edited session state is {len(edited)} bytes, over the "
+                           f"{self._states.max_bytes}-byte limit (ASH_STATE_MAX_BYTES)")
+        await self._states.save(session_id, edited)
+        return result
+
+    async def _drop_held_sandbox(self, session_id: str) -> None:
+        row = self._store.get_session(session_id)
+        client = self._clients.get(row.runner_id) if row is not None and row.runner_id else None
+        unfinished = any(session_id in ids for ids in self._unfinished.values())
+        if client is not None and not client.is_alive(session_id) and not unfinished:
+            with contextlib.suppress(BackendError):
+                await client.destroy(session_id, keep_workspace=True)
 
     def stats(self) -> BackendStats:
         totals = [client.stats() for client in self._clients.values()]

@@ -31,6 +31,7 @@ import grpc
 import orjson
 
 from gateway.agent_bundles import AgentBundles
+from gateway.remote_files import RemoteFiles
 from gateway.state_store import StateStore
 from runner.backend import (
     AgentSpec,
@@ -510,6 +511,10 @@ class RemoteBackend:
         live = [s for s in self._streams.values() if not s.closed]
         return BackendStats(sandboxes=len(live),
                             busy=sum(1 for s in live if s.busy or s.draining is not None))
+
+    def files(self, session_id: str) -> RemoteFiles:
+        """The files rpcs on the session's workspace here (gateway/api/files.py)."""
+        return RemoteFiles(self._stub, self._metadata, self.runner_id, session_id)
 
     # the runner's fate
 

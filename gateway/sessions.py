@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,19 @@ class SessionService:
 
     def is_busy(self, session_id: str) -> bool:
         return session_id in self._busy
+
+    @contextlib.contextmanager
+    def held(self, session_id: str) -> Iterator[None]:
+        """Keep turns, resumes and other holders off the session meanwhile (an edit of its
+        stored state); 409 when one is already on it."""
+        if self.is_busy(session_id):
+            raise ApiError(409, "session is busy (a turn, a resume or another edit); retry "
+                                "after it is done")
+        self._busy.add(session_id)
+        try:
+            yield
+        finally:
+            self._busy.discard(session_id)
 
     def _next_seq(self, row: SessionRow) -> int:
         """The session's next event id, never one handed out before — even one a client

@@ -46,6 +46,7 @@ from runner.backend import (
     SandboxInfo,
     SandboxStartError,
 )
+from runner.grpc_files import FilesService
 from runner.grpc_transport import add_listener, runner_max_message_bytes, server_options
 from runner.local import LocalBackend
 from runner.timing import TIMING
@@ -116,6 +117,7 @@ class RunnerService(pb_grpc.RunnerServicer):
         self._no_streams = asyncio.Event()
         self._no_streams.set()
         self._releasing: set[asyncio.Task[None]] = set()
+        self._files = FilesService(backend)
 
     # admission and shutdown
 
@@ -428,6 +430,30 @@ class RunnerService(pb_grpc.RunnerServicer):
             cpu_seconds=times.user + times.system + times.children_user + times.children_system,
             rss_bytes=_rss_bytes(),
         )
+
+    # files (runner.grpc_files)
+
+    async def ListFiles(self, request: pb.ListFilesRequest,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ListFilesResponse]:
+        async for batch in self._files.list_files(request, context):
+            yield batch
+
+    async def ReadFile(self, request: pb.ReadFileRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:
+        async for chunk in self._files.read_file(request, context):
+            yield chunk
+
+    async def WriteFiles(self, request_iterator: AsyncIterator[pb.WriteFilesRequest],
+                         context: grpc.aio.ServicerContext) -> pb.WriteFilesResponse:
+        return await self._files.write_files(request_iterator, context)
+
+    async def DeleteFile(self, request: pb.DeleteFileRequest,
+                         context: grpc.aio.ServicerContext) -> pb.DeleteFileResponse:
+        return await self._files.delete_file(request, context)
+
+    async def UploadWorkspace(self, request_iterator: AsyncIterator[pb.UploadWorkspaceRequest],
+                              context: grpc.aio.ServicerContext) -> pb.UploadWorkspaceResponse:
+        return await self._files.upload_workspace(request_iterator, context)
 
 
 class _TimedWrite:

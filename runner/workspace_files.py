@@ -257,6 +257,33 @@ def write_file(root: Path, path: str, data: bytes, owner: Owner, mode: int = FIL
     return len(data)
 
 
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    path: str
+    written: bool
+    size: int = 0
+    error: str = ""
+
+
+def write_files(root: Path, files: list[tuple[str, bytes]], owner: Owner) -> list[WriteResult]:
+    """Write a batch: every path is checked first (`check_writable`), so one that could
+    leave the workspace refuses the batch (UnsafePath) before anything is written; a file
+    that then fails alone (a link made since, a full disk) is reported, the others go on."""
+    for path, _ in files:
+        check_writable(root, path)
+    results: list[WriteResult] = []
+    for path, data in files:
+        try:
+            size = write_file(root, path, data, owner)
+        except UnsafePath as exc:
+            results.append(WriteResult(path, False, error=str(exc)))
+        except OSError as exc:
+            results.append(WriteResult(path, False, error=exc.strerror or str(exc)))
+        else:
+            results.append(WriteResult(path, True, size))
+    return results
+
+
 def delete_file(root: Path, path: str) -> None:
     """Remove the file (or the link itself, never its target) at `path`."""
     parts = split_path(path)

@@ -107,17 +107,23 @@ def is_small(workspace: Path, max_bytes: int = 256 * 1024, max_entries: int = 64
     return True
 
 
-def restore_workspace(workspace: Path, state: bytes) -> None:
+def restore_workspace(workspace: Path, state: bytes, *, every_link: bool = False) -> None:
     """Unpack `state` into the empty directory `workspace`, leaving out what is unsafe (see
     `_data_or_skip`). Symbolic links are made last: while files are written no link exists
     in the tree, so none can redirect a write (tarfile's own check resolves paths with
-    `realpath`, which some Python releases let a chain of long links fool)."""
+    `realpath`, which some Python releases let a chain of long links fool).
+
+    `every_link` also makes the links whose target leaves the workspace (a tree only read
+    and written link-free, never run in: the gateway's edit of a stored state keeps them,
+    so the files API refuses paths through them as on the live workspace)."""
     if any(workspace.iterdir()):
         raise BackendError(f"cannot restore session state into {workspace}: not empty")
     links: list[tarfile.TarInfo] = []
 
     def files_first(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
         safe = _data_or_skip(member, dest_path)
+        if safe is None and every_link and member.issym():
+            safe = member
         if safe is not None and safe.issym():
             links.append(safe)
             return None
@@ -139,7 +145,7 @@ def _make_link(workspace: Path, link: tarfile.TarInfo) -> None:
     """Create `link` under `workspace` through descriptors of its real parent directories;
     a link whose parent is missing, not a directory, or a link itself is left out."""
     parts = PurePosixPath(link.name).parts
-    if not parts or ".." in parts:
+    if not parts or ".." in parts or link.name.startswith("/"):
         log.warning("restore skipped link %r", link.name)
         return
     *parents, name = parts

@@ -25,10 +25,9 @@ from runner.workspace_files import (
     open_file,
     write_file,
 )
-from tests.conftest import make_client, send_message
+from tests.conftest import make_client
 from tests.gateway_process import kill_bridge
 from tests.sandbox_helpers import module_gateway, new_session, run, running_gateway
-from tests.split_cluster import Cluster
 
 gateway, client = module_gateway("files")
 
@@ -348,28 +347,6 @@ def test_a_bundle_that_unpacks_past_its_bound_is_refused_whole() -> None:
         check_bundle(bundle, max_unpacked=1000)
     with pytest.raises(TooLarge):
         check_bundle(bundle, max_members=1)
-
-
-# coordinator mode: the stored state, read-only
-
-
-def test_split_mode_serves_the_stored_state_read_only(tmp_path: Path) -> None:
-    with Cluster(tmp_path).start() as cluster, cluster.client() as c:
-        cluster.add_runner("r1")
-        cluster.wait_for_runners("r1")
-        session = new_session(c, tmp_path, "split")
-        run(c, session, "printf stored > s.txt")
-        send_message(c, session, "ship the state")  # a turn's done ships it
-        listed = c.get(f"/api/sessions/{session}/files")
-        assert listed.status_code == 200, listed.text
-        assert listed.json()["source"] == "snapshot"
-        assert "s.txt" in {f["path"] for f in listed.json()["files"]}
-        assert c.get(f"/api/sessions/{session}/files/s.txt").content == b"stored"
-        download = c.get(f"/api/sessions/{session}/workspace")
-        with tarfile.open(fileobj=io.BytesIO(download.content), mode="r:gz") as tar:
-            assert "s.txt" in tar.getnames()
-        assert write(c, session, {"x": b"x"}).status_code == 501
-        assert_refused(c.get(f"/api/sessions/{session}/files/..%2Fx"))
 
 
 # the write itself, past the look before it (a link swapped in after the check)

@@ -195,6 +195,31 @@ class RunnerStub:
                 request_serializer=wire_dot_runner__pb2.StatsRequest.SerializeToString,
                 response_deserializer=wire_dot_runner__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.ListFiles = channel.unary_stream(
+                '/ash.runner.v1.Runner/ListFiles',
+                request_serializer=wire_dot_runner__pb2.ListFilesRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.ListFilesResponse.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/ash.runner.v1.Runner/ReadFile',
+                request_serializer=wire_dot_runner__pb2.ReadFileRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.WriteFiles = channel.stream_unary(
+                '/ash.runner.v1.Runner/WriteFiles',
+                request_serializer=wire_dot_runner__pb2.WriteFilesRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.WriteFilesResponse.FromString,
+                _registered_method=True)
+        self.DeleteFile = channel.unary_unary(
+                '/ash.runner.v1.Runner/DeleteFile',
+                request_serializer=wire_dot_runner__pb2.DeleteFileRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.DeleteFileResponse.FromString,
+                _registered_method=True)
+        self.UploadWorkspace = channel.stream_unary(
+                '/ash.runner.v1.Runner/UploadWorkspace',
+                request_serializer=wire_dot_runner__pb2.UploadWorkspaceRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.UploadWorkspaceResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServicer:
@@ -262,6 +287,46 @@ class RunnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFiles(self, request, context):
+        """The files API on a live sandbox's workspace (the gateway's /files routes). Paths
+        are relative to the workspace; no link is ever followed. Errors: INVALID_ARGUMENT
+        for a path that could leave the workspace (or goes through a link), NOT_FOUND for
+        a missing file, RESOURCE_EXHAUSTED past a bound, FAILED_PRECONDITION when the
+        session has no workspace here. A workspace download is SnapshotState.
+        The regular files of the workspace, in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """One regular file, in chunks; the first carries its size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteFiles(self, request_iterator, context):
+        """Write files; every path is checked before any is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFile(self, request, context):
+        """Remove one file (a link itself, never its target).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadWorkspace(self, request_iterator, context):
+        """Unpack a tar.gz over the workspace, refused whole when any member could leave it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +369,31 @@ def add_RunnerServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=wire_dot_runner__pb2.StatsRequest.FromString,
                     response_serializer=wire_dot_runner__pb2.StatsResponse.SerializeToString,
+            ),
+            'ListFiles': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListFiles,
+                    request_deserializer=wire_dot_runner__pb2.ListFilesRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.ListFilesResponse.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=wire_dot_runner__pb2.ReadFileRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.FileChunk.SerializeToString,
+            ),
+            'WriteFiles': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteFiles,
+                    request_deserializer=wire_dot_runner__pb2.WriteFilesRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.WriteFilesResponse.SerializeToString,
+            ),
+            'DeleteFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFile,
+                    request_deserializer=wire_dot_runner__pb2.DeleteFileRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.DeleteFileResponse.SerializeToString,
+            ),
+            'UploadWorkspace': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadWorkspace,
+                    request_deserializer=wire_dot_runner__pb2.UploadWorkspaceRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.UploadWorkspaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -523,6 +613,141 @@ class Runner:
             '/ash.runner.v1.Runner/Stats',
             wire_dot_runner__pb2.StatsRequest.SerializeToString,
             wire_dot_runner__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ash.runner.v1.Runner/ListFiles',
+            wire_dot_runner__pb2.ListFilesRequest.SerializeToString,
+            wire_dot_runner__pb2.ListFilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ash.runner.v1.Runner/ReadFile',
+            wire_dot_runner__pb2.ReadFileRequest.SerializeToString,
+            wire_dot_runner__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFiles(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ash.runner.v1.Runner/WriteFiles',
+            wire_dot_runner__pb2.WriteFilesRequest.SerializeToString,
+            wire_dot_runner__pb2.WriteFilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ash.runner.v1.Runner/DeleteFile',
+            wire_dot_runner__pb2.DeleteFileRequest.SerializeToString,
+            wire_dot_runner__pb2.DeleteFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadWorkspace(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ash.runner.v1.Runner/UploadWorkspace',
+            wire_dot_runner__pb2.UploadWorkspaceRequest.SerializeToString,
+            wire_dot_runner__pb2.UploadWorkspaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

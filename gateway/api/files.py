@@ -5,8 +5,15 @@ or the one kept after its sandbox stopped (mounted for the request). Every path 
 `runner.workspace_files`, which never follows a link: a path or archive member that could
 leave the workspace is refused with 400 before anything is written.
 
-Coordinator mode serves the stored state (the tar the runner shipped after the last turn)
-read-only: list, read and download; writes answer 501.
+Coordinator mode: while the session's sandbox is live on a runner, every operation goes
+to that runner over gRPC (gateway.remote_files, runner.grpc_files), which runs the same
+`runner.workspace_files` functions on its disk: `source` is "sandbox"; a change to a paused
+session ships its state to the gateway again, as its pause did. With no live sandbox
+(paused after its runner went, stopped), reads serve the stored state (the tar the runner
+last shipped, `source` "snapshot"), and writes, deletes and uploads edit that stored state
+(gateway.stored_files: unpacked in a scratch directory, the same functions applied, packed
+again), holding the session meanwhile (409 to a turn or resume), so the next resume, on any
+runner, restores the edited tree.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import base64
 import binascii
 import contextlib
 import io
+import logging
 import mimetypes
 import os
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from gateway.api.operation import JSON, Content, Operation, Param
@@ -29,23 +38,26 @@ from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, Schema, arra
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator
 from gateway.http import ApiError, Request, Response, json_response
-from runner.backend import SandboxGone
+from gateway.remote_files import RemoteFiles
+from runner.backend import BackendError, SandboxGone
 from runner.local import LocalBackend, WorkspaceAccess
 from runner.safe_walk import WalkLimitError
 from runner.workspace_files import (
     NotInWorkspace,
     TooLarge,
     UnsafePath,
+    WriteResult,
     apply_bundle,
     check_bundle,
-    check_writable,
     delete_file,
     list_files,
     open_file,
     split_path,
-    write_file,
+    write_files,
 )
 from runner.workspace_state import pack_workspace
+
+log = logging.getLogger("ash.gateway")
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -88,6 +100,10 @@ def _mapped_errors() -> Any:
         raise ApiError(404, str(exc)) from None
     except WalkLimitError as exc:
         raise ApiError(413, str(exc)) from None
+    except SandboxGone:
+        raise ApiError(404, NO_WORKSPACE) from None
+    except BackendError as exc:
+        raise ApiError(503, f"the session's workspace is not reachable: {exc}") from None
 
 
 @contextlib.asynccontextmanager
@@ -115,9 +131,44 @@ async def _stored_state(gw: Gateway, session_id: str) -> bytes:
     return state
 
 
-def _read_only() -> ApiError:
-    return ApiError(501, "writing a session's files is not available in coordinator mode yet "
-                         "(its workspace lives on a runner); use exec")
+def _live_files(gw: Gateway, session_id: str) -> RemoteFiles | None:
+    """The files rpcs of the session's live sandbox (coordinator mode); None without one."""
+    assert isinstance(gw.backend, Coordinator)
+    return gw.backend.live_files(session_id)
+
+
+T = TypeVar("T")
+
+
+async def _coordinated(gw: Gateway, session_id: str,
+                       live: Callable[[RemoteFiles], Awaitable[T]],
+                       stored: Callable[[Path], T]) -> tuple[T, bool]:
+    """A change in coordinator mode: on the live sandbox's runner, else to the stored state
+    with the session held (no turn or resume starts on it meanwhile; concurrent edits wait
+    their turn). Whether it was live."""
+    assert isinstance(gw.backend, Coordinator)
+    with _mapped_errors():
+        remote = gw.backend.live_files(session_id)
+        if remote is None:
+            async with gw.backend.edit_lock(session_id):
+                with gw.sessions.held(session_id):
+                    remote = gw.backend.live_files(session_id)
+                    if remote is None:
+                        return await gw.backend.edit_stored_state(session_id, stored), False
+        result = await live(remote)
+    await _ship_if_paused(gw, session_id)
+    return result, True
+
+
+async def _ship_if_paused(gw: Gateway, session_id: str) -> None:
+    """A paused session's state is durable off its runner (pause shipped it): ship it again
+    after a change, so losing the runner before the resume loses nothing."""
+    if gw.sessions.get(session_id).status == "active":
+        return
+    try:
+        await gw.backend.checkpoint(session_id)
+    except BackendError as exc:
+        log.warning("session %s: state not shipped after a files change: %s", session_id, exc)
 
 
 def _session_id(gw: Gateway, req: Request) -> str:
@@ -146,11 +197,17 @@ async def list_session_files(gw: Gateway, req: Request) -> Response:
     session_id = _session_id(gw, req)
     hidden = _include_hidden(req)
     if not _local(gw):
-        entries = _tar_files(await _stored_state(gw, session_id), hidden)
-        return json_response({"files": entries, "source": "snapshot"})
-    async with _workspace(gw, session_id) as access:
-        files = await asyncio.to_thread(list_files, access.root, include_hidden=hidden)
-        source = "sandbox" if access.live else "snapshot"
+        remote = _live_files(gw, session_id)
+        if remote is None:
+            entries = _tar_files(await _stored_state(gw, session_id), hidden)
+            return json_response({"files": entries, "source": "snapshot"})
+        with _mapped_errors():
+            files = await remote.list(hidden)
+        source = "sandbox"
+    else:
+        async with _workspace(gw, session_id) as access:
+            files = await asyncio.to_thread(list_files, access.root, include_hidden=hidden)
+            source = "sandbox" if access.live else "snapshot"
     return json_response({
         "files": [{"path": f.path, "size": f.size, "modifiedAt": _iso(f.mtime)} for f in files],
         "source": source,
@@ -188,8 +245,11 @@ async def read_session_file(gw: Gateway, req: Request) -> Response | None:
         raise ApiError(400, "`format` must be json or raw")
     limit = JSON_READ_MAX if form == "json" else RAW_READ_MAX
     if not _local(gw):
-        data = _tar_member(await _stored_state(gw, session_id), path, limit)
-        return _file_response(req, path, data, form, "snapshot")
+        remote = _live_files(gw, session_id)
+        if remote is None:
+            data = _tar_member(await _stored_state(gw, session_id), path, limit)
+            return _file_response(req, path, data, form, "snapshot")
+        return await _read_remote(req, remote, path, form, limit)
     async with _workspace(gw, session_id) as access:
         source = "sandbox" if access.live else "snapshot"
         opened = await asyncio.to_thread(open_file, access.root, path, limit)
@@ -197,10 +257,25 @@ async def read_session_file(gw: Gateway, req: Request) -> Response | None:
             if form == "json" or opened.size <= MIB:
                 data = await asyncio.to_thread(opened.read_all)
                 return _file_response(req, path, data, form, source)
-            await _stream_file(req, path, opened.size, opened.chunks(), source)
+            await _stream_file(req, path, opened.size, _async(opened.chunks()), source)
             return None
         finally:
             opened.close()
+
+
+async def _read_remote(req: Request, remote: RemoteFiles, path: str, form: str,
+                       limit: int) -> Response | None:
+    with _mapped_errors():
+        opened = await remote.open(path, limit)
+        if form == "json" or opened.size <= MIB:
+            return _file_response(req, path, await opened.read_all(), form, "sandbox")
+    await _stream_file(req, path, opened.size, opened.chunks, "sandbox")
+    return None
+
+
+async def _async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 def _tar_member(state: bytes, path: str, limit: int) -> bytes:
@@ -245,13 +320,20 @@ def _file_response(req: Request, path: str, data: bytes, form: str, source: str)
     return Response(200, data, headers[0][1], headers[2:])
 
 
-async def _stream_file(req: Request, path: str, size: int, chunks: Any, source: str) -> None:
+async def _stream_file(req: Request, path: str, size: int, chunks: AsyncIterator[bytes],
+                       source: str) -> None:
     await req.send({"type": "http.response.start", "status": 200,
                     "headers": _raw_headers(path, size, source)})
     sent = 0
-    for chunk in chunks:
-        sent += len(chunk)
-        await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    try:
+        async for chunk in chunks:
+            sent += len(chunk)
+            await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (BackendError, NotInWorkspace, TooLarge, UnsafePath) as exc:
+        # The runner's stream broke: leave the response unfinished, so the client sees it
+        # cut short (a closed connection) rather than padded.
+        log.warning("read of %r broke off after %d of %d bytes: %s", path, sent, size, exc)
+        return
     if sent < size:  # shrank while read: keep the promised length
         await req.send({"type": "http.response.body", "body": bytes(size - sent),
                         "more_body": True})
@@ -293,36 +375,31 @@ def _decoded_files(body: dict[str, Any]) -> list[tuple[str, bytes]]:
     return decoded
 
 
-def _write_all(access: WorkspaceAccess, files: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-    for path, _ in files:
-        check_writable(access.root, path)
-    results: list[dict[str, Any]] = []
-    for path, data in files:
-        try:
-            size = write_file(access.root, path, data, access.owner)
-        except (OSError, UnsafePath) as exc:
-            results.append({"path": path, "written": False,
-                            "error": str(exc) if isinstance(exc, UnsafePath) else exc.strerror})
-        else:
-            results.append({"path": path, "written": True, "size": size})
-    return results
+def _result_json(result: WriteResult) -> dict[str, Any]:
+    if result.written:
+        return {"path": result.path, "written": True, "size": result.size}
+    return {"path": result.path, "written": False, "error": result.error}
 
 
 async def write_session_files(gw: Gateway, req: Request) -> Response:
     session_id = _session_id(gw, req)
     files = _decoded_files(await req.json_object(FILES_MAX_BODY))
     if not _local(gw):
-        raise _read_only()
-    async with _workspace(gw, session_id) as access:
-        results = await asyncio.to_thread(_write_all, access, files)
-    return json_response({"files": results})
+        results, _ = await _coordinated(gw, session_id, lambda remote: remote.write(files),
+                                        lambda root: write_files(root, files, None))
+    else:
+        async with _workspace(gw, session_id) as access:
+            results = await asyncio.to_thread(write_files, access.root, files, access.owner)
+    return json_response({"files": [_result_json(result) for result in results]})
 
 
 async def delete_session_file(gw: Gateway, req: Request) -> Response:
     session_id = _session_id(gw, req)
     path = _path_param(req)
     if not _local(gw):
-        raise _read_only()
+        await _coordinated(gw, session_id, lambda remote: remote.delete(path),
+                           lambda root: delete_file(root, path))
+        return json_response({"path": path, "deleted": True})
     async with _workspace(gw, session_id) as access:
         await asyncio.to_thread(delete_file, access.root, path)
     return json_response({"path": path, "deleted": True})
@@ -334,7 +411,12 @@ async def delete_session_file(gw: Gateway, req: Request) -> Response:
 async def download_workspace(gw: Gateway, req: Request) -> Response:
     session_id = _session_id(gw, req)
     if not _local(gw):
-        archive = await _stored_state(gw, session_id)
+        remote = _live_files(gw, session_id)
+        if remote is None:
+            archive = await _stored_state(gw, session_id)
+        else:
+            with _mapped_errors():
+                archive = await remote.download()
     else:
         async with _workspace(gw, session_id) as access:
             archive = await asyncio.to_thread(pack_workspace, access.root)
@@ -357,13 +439,15 @@ async def upload_workspace(gw: Gateway, req: Request) -> Response:
         raise ApiError(400, "`bundle` is not valid base64") from None
     with _mapped_errors():
         checked = await asyncio.to_thread(check_bundle, archive)
-    if not _local(gw):
-        raise _read_only()
     if gw.sessions.is_busy(session_id):
         raise ApiError(409, "session is busy with a turn; upload the workspace after its done")
-    async with _workspace(gw, session_id) as access:
-        await asyncio.to_thread(apply_bundle, access.root, checked, access.owner)
-        live = access.live
+    if not _local(gw):
+        _, live = await _coordinated(gw, session_id, lambda remote: remote.upload(archive),
+                                     lambda root: apply_bundle(root, checked, None))
+    else:
+        async with _workspace(gw, session_id) as access:
+            await asyncio.to_thread(apply_bundle, access.root, checked, access.owner)
+            live = access.live
     return json_response({"message": "Workspace restored to live sandbox" if live
                           else "Workspace saved as snapshot"})
 
