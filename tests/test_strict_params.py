@@ -99,7 +99,7 @@ def test_after_query_parameter_is_parsed_strictly(target: Target, route: str, va
 
 @pytest.mark.parametrize("value", [*BAD_INTEGERS, "0", "10001"], ids=repr)
 def test_events_limit_is_parsed_strictly_and_bounded(target: Target, value: str) -> None:
-    response = target.client.get(f"/api/sessions/{target.sid}/events", params={"limit": value})
+    response = target.client.get(f"/api/sessions/{target.sid}/stream/events", params={"limit": value})
     assert_400(response, "`limit`", "10000")
 
 
@@ -114,7 +114,7 @@ def test_session_list_limit_and_offset_are_parsed_strictly_and_bounded(
 
 
 def test_largest_event_id_is_accepted_as_after(target: Target) -> None:
-    response = target.client.get(f"/api/sessions/{target.sid}/events",
+    response = target.client.get(f"/api/sessions/{target.sid}/stream/events",
                                  params={"after": str(2**63 - 1)})
     assert response.status_code == 200 and response.json() == {"events": []}
 

@@ -195,6 +195,11 @@ class RunnerStub:
                 request_serializer=wire_dot_runner__pb2.StatsRequest.SerializeToString,
                 response_deserializer=wire_dot_runner__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.ReadLogs = channel.unary_unary(
+                '/ash.runner.v1.Runner/ReadLogs',
+                request_serializer=wire_dot_runner__pb2.ReadLogsRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.ReadLogsResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServicer:
@@ -262,6 +267,14 @@ class RunnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLogs(self, request, context):
+        """Lines of a session's bridge log (its sandbox's stdout and stderr), from what
+        the runner keeps on disk; none when it keeps nothing for the session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +317,11 @@ def add_RunnerServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=wire_dot_runner__pb2.StatsRequest.FromString,
                     response_serializer=wire_dot_runner__pb2.StatsResponse.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=wire_dot_runner__pb2.ReadLogsRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.ReadLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -523,6 +541,33 @@ class Runner:
             '/ash.runner.v1.Runner/Stats',
             wire_dot_runner__pb2.StatsRequest.SerializeToString,
             wire_dot_runner__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ash.runner.v1.Runner/ReadLogs',
+            wire_dot_runner__pb2.ReadLogsRequest.SerializeToString,
+            wire_dot_runner__pb2.ReadLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
