@@ -4,7 +4,8 @@ The log is what the sandbox wrote to its stdout and stderr (one pipe, copied by 
 runner, `runner/sandbox.py LogPump`): hostile bytes. So the file is opened without
 following a link and only if it is a regular file, at most READ_CAP bytes of it are
 read, every line is cut at LINE_CAP bytes and decoded with replacement, and one call
-returns at most `limit` lines. A line's index is its line number in the file (from 0),
+returns at most `limit` lines and ANSWER_CAP bytes of them (a flood of empty lines costs
+no more than a count: lines are found in place, never split out all at once). A line's index is its line number in the file (from 0),
 so `after` pages through it; a last line without its newline yet is left for later.
 The lines carry no time of their own: `ts` is the file's last write.
 """
@@ -18,7 +19,11 @@ from pathlib import Path
 
 READ_CAP = 8 * 1024 * 1024
 """Bytes of a log read (the pump keeps 1 MiB per bridge start; restarts append)."""
-LINE_CAP = 8192
+LINE_CAP = 4096
+ANSWER_CAP = 1024 * 1024
+"""Bytes of lines in one answer (at least one line): with UTF-8 replacement at most
+three times as much text, inside a gRPC message's default 4 MiB."""
+COUNT_BLOCK = 64 * 1024
 MAX_LINES = 1000
 """Lines per answer; a client pages on with `after`."""
 LOG_LEVELS = ("stdout", "stderr", "system")
@@ -53,11 +58,37 @@ def read_log(path: Path, after: int = -1, limit: int = MAX_LINES) -> LogPage:
         data = _read_at_most(fd, READ_CAP)
     finally:
         os.close(fd)
-    lines = data.split(b"\n")[:-1]  # the last piece is not a line (yet)
     start = max(after + 1, 0)
-    page = [LogLine(index, _text(raw)) for index, raw in
-            enumerate(lines[start:start + max(limit, 0)], start=start)]
+    page: list[LogLine] = []
+    size = 0
+    pos = _line_offset(data, start)
+    while pos is not None and len(page) < limit and (size < ANSWER_CAP or not page):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break  # the last piece is not a line (yet)
+        raw = data[pos:min(end, pos + LINE_CAP)]
+        page.append(LogLine(start + len(page), _text(raw)))
+        size += len(raw)
+        pos = end + 1
     return LogPage(page, info.st_mtime)
+
+
+def _line_offset(data: bytes, line: int) -> int | None:
+    """Where line `line` starts (None: the data has fewer complete lines): newlines are
+    counted a block at a time, then found one by one in the last block only."""
+    pos, seen = 0, 0
+    while seen < line:
+        count = data.count(b"\n", pos, pos + COUNT_BLOCK)
+        if seen + count < line:
+            if pos + COUNT_BLOCK >= len(data):
+                return None
+            seen += count
+            pos += COUNT_BLOCK
+            continue
+        while seen < line:
+            pos = data.find(b"\n", pos) + 1
+            seen += 1
+    return pos
 
 
 def _read_at_most(fd: int, cap: int) -> bytes:
@@ -73,4 +104,4 @@ def _read_at_most(fd: int, cap: int) -> bytes:
 
 
 def _text(raw: bytes) -> str:
-    return raw[:LINE_CAP].rstrip(b"\r").decode("utf-8", "replace")
+    return raw.rstrip(b"\r").decode("utf-8", "replace")

@@ -1,4 +1,4 @@
-"""Hostile agent events cannot forge SSE frames or break the `/events` JSON (finding 5).
+"""Hostile agent events cannot forge SSE frames or break the `/stream/events` JSON (finding 5).
 
 The runner refuses such events at the bridge boundary; these tests feed them to the
 gateway itself, behind that check (defence in depth): through a backend that yields

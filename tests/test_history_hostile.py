@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.store import Store
 from runner.bridge_log import LINE_CAP
-from tests.conftest import send_message
+from tests.conftest import create_session, deploy, make_client, send_message
 from tests.gateway_process import GatewayProcess
 from tests.sandbox_helpers import new_session, running_gateway
 
@@ -72,3 +73,46 @@ def test_a_protocol_violation_is_an_error_in_the_timeline(hostile_client,
     assert response.status_code == 200, response.text
     errors = [json.loads(event["data"]) for event in response.json()["events"]]
     assert [error["code"] for error in errors] == ["bridge_protocol_violation"]
+
+
+LOGGED_GARBAGE = [
+    ("message", b'not json {"'),
+    ("message", b"[1, 2]"),
+    ("message", b'{"type": "assistant", "message": {"content": "not a list"}}'),
+    ("message", b'{"type": "assistant", "message": {"content": [7, {"type": "text"}]}}'),
+    ("message", b'{"type": "user", "tool_use_result": "no"}'),
+    ("message", b'\xff\xfe{"type":"result"}'),
+    ("error", b'"just a string"'),
+    ("done", b"null"),
+]
+"""Rows an older gateway or a forged runner may have logged: none breaks the history."""
+
+
+def test_logged_garbage_leaves_messages_and_timeline_well_formed(
+        tmp_path: Path, agent_folder: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "data").start()
+    try:
+        with make_client(gateway) as client:
+            deploy(client, "echo", agent_folder)
+            sid = create_session(client, "echo")["id"]
+            real = send_message(client, sid, "hello")
+        gateway.stop()
+        store = Store(gateway.data_dir / "ash.db")
+        rows = [(sid, real[-1].id + 1 + i, kind, data, 0.0)
+                for i, (kind, data) in enumerate(LOGGED_GARBAGE)]
+        store.append_events(rows, {sid: rows[-1][1]})
+        store.close()
+        gateway.start()
+        with make_client(gateway) as client:
+            messages = client.get(f"/api/sessions/{sid}/messages").json()["messages"]
+            timeline = client.get(f"/api/sessions/{sid}/events").json()["events"]
+    finally:
+        gateway.stop()
+    assert [m["role"] for m in messages] == ["user"] + ["assistant"] * 4
+    assert [json.loads(m["content"])["type"] for m in messages[3:]] == ["assistant"] * 2
+    garbage = [e for e in timeline if e["sequence"] > real[-1].id * 1000]
+    assert [(e["type"], json.loads(e["data"])) for e in garbage] == [
+        ("text", {"text": None}),
+        ("error", {}),
+        ("lifecycle", {"action": "turn_ended", "status": None}),
+    ]
