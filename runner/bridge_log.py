@@ -5,8 +5,9 @@ runner, `runner/sandbox.py LogPump`): hostile bytes. So the file is opened witho
 following a link and only if it is a regular file, at most READ_CAP bytes of it are
 read, every line is cut at LINE_CAP bytes and decoded with replacement, and one call
 returns at most `limit` lines and ANSWER_CAP bytes of them (a flood of empty lines costs
-no more than a count: lines are found in place, never split out all at once). A line's index is its line number in the file (from 0),
-so `after` pages through it; a last line without its newline yet is left for later.
+no more than a count: lines are found in place, never split out all at once). A line's
+index is its line number in the file (from 0), so `after` pages through it; a last line
+without its newline yet is left for later.
 The lines carry no time of their own: `ts` is the file's last write.
 """
 

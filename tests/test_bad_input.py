@@ -112,7 +112,8 @@ def test_bad_list_filters_are_400(client) -> None:
     assert_error(client.get("/api/sessions", params={"limit": "many"}), 400, "`limit`")
     assert_error(client.get("/api/sessions", params={"limit": 0}), 400, "`limit`")
     assert_error(client.get("/api/sessions", params={"status": "sleeping"}), 400, "`status`")
-    assert_error(client.get("/api/sessions/x/stream/events", params={"after": "-1"}), 400, "`after`")
+    assert_error(client.get("/api/sessions/x/stream/events", params={"after": "-1"}), 400,
+                 "`after`")
 
 
 def test_second_concurrent_message_is_409_and_first_turn_completes(client, session) -> None:
