@@ -9,6 +9,10 @@ import uuid
 
 import httpx
 import pytest
+from ash_sdk.api.sessions import get_api_sessions_id_events as get_events
+from ash_sdk.api.sessions import get_api_sessions_id_logs as get_logs
+from ash_sdk.api.sessions import get_api_sessions_id_messages as get_messages
+from ash_sdk.client import AuthenticatedClient
 
 from tests.conftest import send_message
 
@@ -183,3 +187,19 @@ def test_history_of_an_unknown_session_is_404(client, path: str) -> None:
     response = client.get(f"/api/sessions/{uuid.uuid4()}/{path}")
     assert response.status_code == 404, response.text
     assert response.json()["statusCode"] == 404
+
+
+def test_the_reference_sdk_reads_messages_timeline_and_logs(gateway, client,
+                                                            session: Session) -> None:
+    sid = session["id"]
+    send_message(client, sid, "/bash echo hi")
+    restart_with_a_complaint(client, sid)
+    sdk = AuthenticatedClient(base_url=gateway.url, token=gateway.api_key, timeout=30)
+    with sdk:
+        messages = get_messages.sync(uuid.UUID(sid), client=sdk)
+        timeline = get_events.sync(uuid.UUID(sid), client=sdk, type_="tool_start")
+        logs = get_logs.sync(uuid.UUID(sid), client=sdk)
+    assert [m.role for m in messages.messages][:2] == ["user", "assistant"]
+    assert all(isinstance(m.id, uuid.UUID) for m in messages.messages)
+    assert [json.loads(e.data)["toolName"] for e in timeline.events] == ["Bash"]
+    assert logs.source == "sandbox" and logs.logs[-1].level == "stderr"
