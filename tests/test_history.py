@@ -14,7 +14,7 @@ from ash_sdk.api.sessions import get_api_sessions_id_logs as get_logs
 from ash_sdk.api.sessions import get_api_sessions_id_messages as get_messages
 from ash_sdk.client import AuthenticatedClient
 
-from tests.conftest import send_message
+from tests.conftest import make_client, send_message
 
 Session = dict
 
@@ -203,3 +203,18 @@ def test_the_reference_sdk_reads_messages_timeline_and_logs(gateway, client,
     assert all(isinstance(m.id, uuid.UUID) for m in messages.messages)
     assert [json.loads(e.data)["toolName"] for e in timeline.events] == ["Bash"]
     assert logs.source == "sandbox" and logs.logs[-1].level == "stderr"
+
+
+def test_a_new_session_has_no_history(client, session: Session) -> None:
+    assert messages_of(client, session["id"]) == []
+    assert timeline_of(client, session["id"]) == []
+
+
+def test_the_conversation_outlives_a_gateway_restart(gateway, session: Session) -> None:
+    with make_client(gateway) as client:
+        send_message(client, session["id"], "remember me")
+        before = messages_of(client, session["id"])
+    gateway.stop()
+    gateway.start()
+    with make_client(gateway) as client:
+        assert messages_of(client, session["id"]) == before
