@@ -41,6 +41,7 @@ from runner.backend import (
     SandboxGone,
     SandboxInfo,
 )
+from runner.bridge_log import LogPage
 from runner.grpc_transport import (
     REGISTRY_MAX_MESSAGE_BYTES,
     add_listener,
@@ -388,6 +389,18 @@ class Coordinator:
         clients = list(self._clients.values())
         self._clients.clear()
         await asyncio.gather(*(client.close() for client in clients))
+
+    async def logs(self, session_id: str, after: int, limit: int) -> LogPage:
+        """From the runner that holds, or last held, the session's sandbox (a stopped
+        session's directory stays there); none when that runner is not connected."""
+        client = self._client(session_id)
+        if client is None:
+            row = self._store.get_session(session_id)
+            runner_id = row.runner_id if row is not None else None
+            client = self._clients.get(runner_id) if runner_id is not None else None
+        if client is None:
+            return LogPage()
+        return await client.logs(session_id, after, limit)
 
     def _live_client(self, session_id: str) -> RemoteBackend:
         client = self._client(session_id)

@@ -10,7 +10,7 @@ another version, or from rows an older gateway logged:
   offending type quoted as a JSON string), logged with `%r`, and the turn goes on.
   Live events are replaced before they are logged, so the log, the live stream and
   every replay agree; a row already logged with such a type reads back replaced too.
-* the `/events` history is built by orjson; a payload that is valid JSON is embedded
+* the `/stream/events` history is built by orjson; a payload that is valid JSON is embedded
   as it is (`orjson.Fragment`, no re-encode), one that is not is embedded as a JSON
   string with `"invalidJson": true`, so the document always parses.
 """

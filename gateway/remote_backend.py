@@ -42,6 +42,7 @@ from runner.backend import (
     SandboxInfo,
     SandboxStartError,
 )
+from runner.bridge_log import LEVEL, LINE_CAP, LOG_LEVELS, LogLine, LogPage
 from runner.grpc_transport import open_channel
 from wire import events
 from wire import runner_pb2 as pb
@@ -557,6 +558,26 @@ class RemoteBackend:
             task.add_done_callback(self._background.discard)
 
     # helpers
+
+    async def logs(self, session_id: str, after: int, limit: int) -> LogPage:
+        """The runner's lines of the session's bridge log, held to what was asked: at
+        most `limit` lines, each after `after` and after the one before it, of a known
+        level, cut to `LINE_CAP` characters."""
+        try:
+            response = await self._stub.ReadLogs(
+                pb.ReadLogsRequest(session_id=session_id, after=after, limit=limit),
+                metadata=self._metadata, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return LogPage()
+            raise _backend_error(exc, self.runner_id) from exc
+        lines: list[LogLine] = []
+        for line in response.lines[:limit]:
+            if line.index <= (lines[-1].index if lines else after):
+                break
+            level = line.level if line.level in LOG_LEVELS else LEVEL
+            lines.append(LogLine(line.index, line.text[:LINE_CAP], level))
+        return LogPage(lines, max(response.modified_unix_ms, 0) / 1000)
 
     def _require_live(self, session_id: str) -> None:
         if not self.is_alive(session_id):

@@ -23,6 +23,7 @@ import orjson
 
 from gateway import VERSION
 from gateway.agents import agent_spec
+from gateway.conversation import user_message
 from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
 from gateway.http import ApiError
@@ -34,6 +35,7 @@ from runner.backend import Backend, BackendError, CapacityExceeded, ExecResult, 
 from runner.timing import TIMING
 from wire import events, sse
 from wire import timing as wt
+from wire.content import CONTENT_BLOCKS_OPTION
 from wire.events import done_payload
 
 log = logging.getLogger("ash.sessions")
@@ -398,15 +400,20 @@ class SessionService:
         Its events reach whoever subscribed to the session's feed (subscribe first,
         then start, to see every event). `turn_id` joins the turn's timing points.
         """
-        self._run(row, self._turn_events(row.id, prompt, options, turn_id))
+        self._run(row, self._turn_events(row.id, prompt, options, turn_id),
+                  user_message(prompt, options.get(CONTENT_BLOCKS_OPTION)))
 
-    def _run(self, row: SessionRow, source: AsyncIterator[events.Event]) -> None:
-        task = asyncio.get_running_loop().create_task(self._produce(row, source))
+    def _run(self, row: SessionRow, source: AsyncIterator[events.Event],
+             prompt: bytes | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._produce(row, source, prompt))
         self._turns[row.id] = task
         task.add_done_callback(lambda _: self._turns.pop(row.id, None))
 
-    async def _produce(self, row: SessionRow, source: AsyncIterator[events.Event]) -> None:
+    async def _produce(self, row: SessionRow, source: AsyncIterator[events.Event],
+                       prompt: bytes | None = None) -> None:
         """Sequence, log and publish each event; the log is durable before `done` goes out.
+
+        `prompt`, the turn's user message, is recorded under the id of its `session_start`.
 
         Publishing waits while a subscriber is full, so a slow reader slows the agent.
         An event from a runner carries its hint; one the gateway made up amid them
@@ -435,6 +442,9 @@ class SessionService:
                 elif event.type == events.SESSION_START:
                     # Logged at once: a runner's events after it, numbered on from the
                     # log after a gateway crash, keep the ids a client saw.
+                    if prompt is not None:
+                        self.store.insert_prompt(session_id, seq, prompt)
+                        prompt = None
                     self.event_log.flush()
                 elif event.hint is not None:
                     from_runner = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,17 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The session this one was forked from (POST /api/sessions/{id}/fork), if any.
     "ALTER TABLE sessions ADD COLUMN parent_session_id TEXT;",
+    # Each turn's user message (GET /api/sessions/{id}/messages), keyed by the id of the
+    # turn's `session_start` event: the agent's side of the conversation is in `events`.
+    """
+    CREATE TABLE prompts (
+        session_id  TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        content     BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
@@ -139,6 +150,20 @@ class EventRow:
     seq: int
     type: str
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A logged event or a turn's user message (`type` "prompt"), with its time."""
+
+    seq: int
+    type: str
+    data: bytes
+    created_at: float
+
+
+PROMPT = "prompt"
+"""The `HistoryRow.type` of a turn's user message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +291,11 @@ class Store:
                 "SELECT ?, seq, type, data, created_at FROM events WHERE session_id = ?",
                 (fork_id, parent.id),
             )
+            self.db.execute(
+                "INSERT INTO prompts (session_id, seq, content, created_at) "
+                "SELECT ?, seq, content, created_at FROM prompts WHERE session_id = ?",
+                (fork_id, parent.id),
+            )
         return SessionRow(*row)
 
     def get_session(self, session_id: str) -> SessionRow | None:
@@ -305,6 +335,7 @@ class Store:
     def delete_session(self, session_id: str) -> None:
         with self.db:
             self.db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            self.db.execute("DELETE FROM prompts WHERE session_id = ?", (session_id,))
             self.db.execute("DELETE FROM sandboxes WHERE session_id = ?", (session_id,))
             self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
@@ -387,6 +418,30 @@ class Store:
         )
         return [EventRow(*row) for row in rows]
 
+    def insert_prompt(self, session_id: str, seq: int, content: bytes) -> None:
+        """Record a turn's user message under the id of the turn's `session_start`."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO prompts (session_id, seq, content, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (session_id, seq, content, time.time()),
+        )
+
+    def history_after(self, session_id: str, after: int, event_types: Sequence[str], *,
+                      prompts: bool = False) -> Iterator[HistoryRow]:
+        """The session's logged events of `event_types` after `after` (with `prompts`, its
+        user messages among them), in id order, read lazily: a caller stops when it has
+        enough."""
+        marks = ", ".join("?" for _ in event_types)
+        sql = (f"SELECT seq, type, data, created_at FROM events "
+               f"WHERE session_id = ? AND seq > ? AND type IN ({marks})")
+        params: list[Any] = [session_id, after, *event_types]
+        if prompts:
+            sql += (f" UNION ALL SELECT seq, '{PROMPT}', content, created_at FROM prompts "
+                    f"WHERE session_id = ? AND seq > ?")
+            params += [session_id, after]
+        rows = self.db.execute(sql + " ORDER BY 1", params)
+        return (HistoryRow(*row) for row in rows)
+
     def reserve_seq(self, session_id: str, upto: int) -> None:
         self.db.execute("UPDATE sessions SET seq_reserved = ? WHERE id = ?", (upto, session_id))
 
@@ -403,7 +458,13 @@ class Store:
                 "(SELECT id FROM sessions WHERE status = 'ended' AND updated_at < ?)",
                 (ended_before,),
             )
-            return self.db.changes()
+            deleted = self.db.changes()
+            self.db.execute(
+                "DELETE FROM prompts WHERE session_id IN "
+                "(SELECT id FROM sessions WHERE status = 'ended' AND updated_at < ?)",
+                (ended_before,),
+            )
+            return deleted
 
     def last_event_seq(self, session_id: str) -> int:
         row = self.db.execute(

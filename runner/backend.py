@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runner.bridge_log import LogPage
 from wire.events import Event
 
 
@@ -170,6 +171,12 @@ class Backend(Protocol):
     async def seed(self, session_id: str, agent: AgentSpec, state: bytes) -> None:
         """Make `state` the state of a session that has no sandbox yet (a fork): its first
         `create` restores it."""
+        ...
+
+    async def logs(self, session_id: str, after: int, limit: int) -> LogPage:
+        """The lines of the session's bridge log after index `after` (`runner.bridge_log`),
+        read from whatever its runner still keeps on disk: none once the sandbox's
+        directory is gone (the session ended)."""
         ...
 
     def stats(self) -> BackendStats: ...

@@ -46,6 +46,7 @@ from runner.backend import (
     SandboxInfo,
     SandboxStartError,
 )
+from runner.bridge_log import MAX_LINES
 from runner.grpc_files import FilesService
 from runner.grpc_transport import add_listener, runner_max_message_bytes, server_options
 from runner.local import LocalBackend
@@ -454,6 +455,21 @@ class RunnerService(pb_grpc.RunnerServicer):
     async def UploadWorkspace(self, request_iterator: AsyncIterator[pb.UploadWorkspaceRequest],
                               context: grpc.aio.ServicerContext) -> pb.UploadWorkspaceResponse:
         return await self._files.upload_workspace(request_iterator, context)
+
+
+    async def ReadLogs(
+        self, request: pb.ReadLogsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadLogsResponse:
+        limit = min(max(request.limit, 0) or MAX_LINES, MAX_LINES)
+        try:
+            page = await self.backend.logs(request.session_id, max(request.after, -1), limit)
+        except BackendError as exc:
+            await _fail(context, exc)
+        return pb.ReadLogsResponse(
+            lines=[pb.LogLine(index=line.index, level=line.level, text=line.text)
+                   for line in page.lines],
+            modified_unix_ms=int(page.modified * 1000),
+        )
 
 
 class _TimedWrite:

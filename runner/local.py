@@ -45,9 +45,11 @@ from runner.backend import (
     SandboxStartError,
 )
 from runner.bridge_client import BridgeClient, ExecTimeout, ViolationHandler
+from runner.bridge_log import LogPage, read_log
 from runner.isolation import BwrapIsolation, Isolation, create_isolation, mode_from_env
 from runner.model_proxy import ModelProxy, ModelUpstream
 from runner.sandbox import (
+    LOG_FILE,
     BridgeProcess,
     BridgeSettings,
     SandboxSpec,
@@ -538,6 +540,13 @@ class LocalBackend:
                                       live=self.is_alive(session_id))
         except OSError as exc:
             raise BackendError(f"cannot open the workspace of {session_id}: {exc}") from exc
+
+    async def logs(self, session_id: str, after: int, limit: int) -> LogPage:
+        sandbox = self._sandboxes.get(session_id)
+        if sandbox is not None and sandbox.bridge.log_pump is not None:
+            sandbox.bridge.log_pump.drain()  # what the pipe holds now is in the answer
+        return await asyncio.to_thread(read_log, self.sandbox_dir(session_id) / LOG_FILE,
+                                       after, limit)
 
     def sandbox_status(self) -> dict[str, Any]:
         """How this backend isolates its sandboxes (for /health)."""

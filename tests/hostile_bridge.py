@@ -4,7 +4,8 @@ or an agent that reached the socket could. It runs inside a real bubblewrap sand
 tests/hostile_gateway.py makes the sandbox's bootstrap execute this file's text instead
 of importing runner.bridge.server's main (the sandbox sees no tests/ directory).
 
-The prompt's first word names the attack; any other prompt gets an honest reply. An
+The prompt's first word names the attack; any other prompt gets an honest reply. `stderr`
+writes the rest of the prompt to the bridge's stderr, `\\xNN` escapes as raw bytes. An
 `exec` whose command holds `hang-forever` is never answered.
 """
 
@@ -44,6 +45,10 @@ class HostileAgent:
         elif attack == "between-turns":
             task = asyncio.get_running_loop().create_task(between_turns(writer))
             _background.add(task)
+        elif attack == "stderr":
+            raw = prompt.split(maxsplit=1)[1].encode().decode("unicode_escape")
+            sys.stderr.buffer.write(raw.encode("latin-1"))
+            sys.stderr.buffer.flush()
         elif attack == "half-frame":
             writer.write(struct.pack(">I", 100) + b"text_delta {")
             await writer.drain()

@@ -63,7 +63,7 @@ def test_oversized_body_is_413_and_changes_nothing(client, session) -> None:
     assert_error(client.post(f"/api/sessions/{session['id']}/messages", json=huge), 413,
                  "exceeds")
     assert client.get(f"/api/sessions/{session['id']}").json() == before
-    assert client.get(f"/api/sessions/{session['id']}/events").json()["events"] == []
+    assert client.get(f"/api/sessions/{session['id']}/stream/events").json()["events"] == []
 
 
 @pytest.mark.parametrize("name", ["../evil", "..", "a/b", ".hidden", "x" * 65, "a..b", "a b"])
@@ -112,7 +112,8 @@ def test_bad_list_filters_are_400(client) -> None:
     assert_error(client.get("/api/sessions", params={"limit": "many"}), 400, "`limit`")
     assert_error(client.get("/api/sessions", params={"limit": 0}), 400, "`limit`")
     assert_error(client.get("/api/sessions", params={"status": "sleeping"}), 400, "`status`")
-    assert_error(client.get("/api/sessions/x/events", params={"after": "-1"}), 400, "`after`")
+    assert_error(client.get("/api/sessions/x/stream/events", params={"after": "-1"}), 400,
+                 "`after`")
 
 
 def test_second_concurrent_message_is_409_and_first_turn_completes(client, session) -> None:
@@ -126,7 +127,7 @@ def test_second_concurrent_message_is_409_and_first_turn_completes(client, sessi
         assert_error(second, 409, "busy")
         events = parse_sse([head, *chunks])
     assert events[-1].event == "done"
-    history = client.get(f"/api/sessions/{sid}/events").json()["events"]
+    history = client.get(f"/api/sessions/{sid}/stream/events").json()["events"]
     assert len(history) == len(events)
     assert client.get(f"/api/sessions/{sid}").json()["session"]["turns"] == 1
 

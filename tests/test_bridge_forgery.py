@@ -201,7 +201,7 @@ def test_a_frame_type_with_newlines_and_quotes_forges_no_sse_event(
     sid, events = attack(hostile, hostile_client, tmp_path, "newline-type", "unknown_frame_type")
     assert [e.event for e in events] == ["session_start", "error", "done"]
     assert all(e.id != "424242" for e in events)
-    logged = hostile_client.get(f"/api/sessions/{sid}/events").json()["events"]
+    logged = hostile_client.get(f"/api/sessions/{sid}/stream/events").json()["events"]
     assert [e["id"] for e in logged] == list(range(1, len(logged) + 1))
     assert [e["type"] for e in logged[:3]] == ["session_start", "error", "done"]
     assert {e["type"] for e in logged} <= {"session_start", "error", "done", "text_delta",
@@ -213,7 +213,7 @@ def test_a_payload_that_is_not_json_stops_the_session(
     hostile: GatewayProcess, hostile_client: httpx.Client, tmp_path: Path
 ) -> None:
     sid, _ = attack(hostile, hostile_client, tmp_path, "invalid-json", "invalid_json")
-    assert hostile_client.get(f"/api/sessions/{sid}/events").status_code == 200
+    assert hostile_client.get(f"/api/sessions/{sid}/stream/events").status_code == 200
 
 
 def test_oversized_frames_are_refused_before_they_are_held(

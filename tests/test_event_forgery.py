@@ -1,4 +1,4 @@
-"""Hostile agent events cannot forge SSE frames or break the `/events` JSON (finding 5).
+"""Hostile agent events cannot forge SSE frames or break the `/stream/events` JSON (finding 5).
 
 The runner refuses such events at the bridge boundary; these tests feed them to the
 gateway itself, behind that check (defence in depth): through a backend that yields
@@ -163,7 +163,7 @@ async def test_history_of_a_turn_with_hostile_events_is_valid_json(tmp_path: Pat
         async with client.stream("POST", f"/api/sessions/{sid}/messages",
                                  json={"content": "hi"}) as response:
             await response.aread()
-        history = (await client.get(f"/api/sessions/{sid}/events")).json()["events"]
+        history = (await client.get(f"/api/sessions/{sid}/stream/events")).json()["events"]
     assert [e["id"] for e in history] == list(range(1, len(HOSTILE_TURN) + 2))
     assert [e["type"] for e in history] == ["session_start",
         "text_delta", "error", "text_delta", "text_delta", "text_delta", "error", "done"]
@@ -214,7 +214,7 @@ def test_logged_hostile_rows_leave_the_history_valid_json(
         gateway_with_hostile_rows: tuple[GatewayProcess, str, int]) -> None:
     gateway, sid, last = gateway_with_hostile_rows
     with make_client(gateway) as client:
-        response = client.get(f"/api/sessions/{sid}/events")
+        response = client.get(f"/api/sessions/{sid}/stream/events")
     history = json.loads(response.content)
     assert history["events"][-1]["id"] == last
     assert FORGED_DONE_TYPE not in {e["type"] for e in history["events"]}

@@ -103,7 +103,10 @@ def test_real_responses_match_their_declared_schemas(
     call("GET", "/api/sessions", "/api/sessions")
     call("GET", "/api/sessions/{id}", base)
     assert send_message(client, sid, "hello")[-1].event == "done"
+    call("GET", "/api/sessions/{id}/stream/events", f"{base}/stream/events")
     call("GET", "/api/sessions/{id}/events", f"{base}/events")
+    call("GET", "/api/sessions/{id}/messages", f"{base}/messages")
+    call("GET", "/api/sessions/{id}/logs", f"{base}/logs")
     call("POST", "/api/sessions/{id}/exec", f"{base}/exec", json={"command": "echo hi"})
     call("POST", "/api/sessions/{id}/files", f"{base}/files", json={
         "files": [{"path": "notes.txt", "content": base64.b64encode(b"hi").decode()}]})
@@ -116,6 +119,7 @@ def test_real_responses_match_their_declared_schemas(
     call("POST", "/api/sessions/{id}/resume", f"{base}/resume")
     fork = call("POST", "/api/sessions/{id}/fork", f"{base}/fork").json()["session"]
     call("POST", "/api/sessions/{id}/stop", f"{base}/stop")
+    call("GET", "/api/sessions/{id}/logs", f"{base}/logs")
     call("DELETE", "/api/sessions/{id}", f"/api/sessions/{fork['id']}")
     call("DELETE", "/api/sessions/{id}", base)
     call("DELETE", "/api/agents/{name}", "/api/agents/echo")

@@ -30,7 +30,6 @@ from ash_sdk.api.sessions import (
 )
 from ash_sdk.client import AuthenticatedClient
 from ash_sdk.models.post_api_agents_body import PostApiAgentsBody
-from ash_sdk.models.post_api_agents_body_files_item import PostApiAgentsBodyFilesItem
 from ash_sdk.models.post_api_sessions_id_exec_body import PostApiSessionsIdExecBody
 from ash_sdk.models.post_api_sessions_id_files_body import PostApiSessionsIdFilesBody
 from ash_sdk.models.post_api_sessions_id_files_body_files_item import (

@@ -60,7 +60,7 @@ def test_deploy_create_converse_pause_resume_cold_resume_and_end(
         assert "my name is Ada" in reply_text(third)
         assert "what is my name?" in reply_text(third)
 
-        history = client.get(f"/api/sessions/{sid}/events").json()["events"]
+        history = client.get(f"/api/sessions/{sid}/stream/events").json()["events"]
         assert [e["id"] for e in history] == list(range(1, third[-1].id + 1))
         assert [e["type"] for e in history][-1] == "done"
 
@@ -78,7 +78,7 @@ def test_deploy_create_converse_pause_resume_cold_resume_and_end(
 
 def test_history_after_returns_only_later_events(client, session) -> None:
     events = send_message(client, session["id"], "hi")
-    later = client.get(f"/api/sessions/{session['id']}/events", params={"after": 2}).json()
+    later = client.get(f"/api/sessions/{session['id']}/stream/events", params={"after": 2}).json()
     assert [e["id"] for e in later["events"]] == [e.id for e in events[2:]]
     assert later["events"][-1]["data"] == events[-1].data
 
@@ -130,7 +130,7 @@ def test_restart_pauses_sessions_and_resume_restores_memory(
         with make_client(gw) as client:
             state = client.get(f"/api/sessions/{sid}").json()["session"]
             assert state["status"] == "paused"
-            history = client.get(f"/api/sessions/{sid}/events").json()["events"]
+            history = client.get(f"/api/sessions/{sid}/stream/events").json()["events"]
             assert history[-1]["type"] == "done"
             assert client.post(f"/api/sessions/{sid}/resume").status_code == 200
             events = send_message(client, sid, "which colour?")
@@ -159,7 +159,7 @@ def test_turn_runs_to_done_and_is_logged_when_the_client_resets_its_stream(
     finally:
         raw.close()
     deadline = time.monotonic() + 10
-    while (history := client.get(f"/api/sessions/{sid}/events").json()["events"]) and (
+    while (history := client.get(f"/api/sessions/{sid}/stream/events").json()["events"]) and (
         history[-1]["type"] != "done"
     ):
         assert time.monotonic() < deadline, "turn did not finish after the client left"

@@ -129,7 +129,7 @@ def test_session_start_is_logged_with_its_id_and_replayed_on_rejoin(
     sid = session["id"]
     first = send_message(client, sid, "one")
     second = send_message(client, sid, "two")
-    history = client.get(f"/api/sessions/{sid}/events").json()["events"]
+    history = client.get(f"/api/sessions/{sid}/stream/events").json()["events"]
     assert [(e["id"], e["type"]) for e in history] == [(e.id, e.event) for e in first + second]
     with client.stream("GET", f"/api/sessions/{sid}/stream",
                        headers={"last-event-id": str(first[-1].id)}) as response:

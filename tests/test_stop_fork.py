@@ -189,12 +189,12 @@ def test_fork_carries_the_parents_event_history(client, session) -> None:
     sid = session["id"]
     turn = send_message(client, sid, "hello")
     child = fork(client, sid)["id"]
-    history = client.get(f"/api/sessions/{child}/events").json()["events"]
+    history = client.get(f"/api/sessions/{child}/stream/events").json()["events"]
     assert [e["id"] for e in history] == [e.id for e in turn]
     resume(client, child)
     later = send_message(client, child, "next")
     assert later[0].id == turn[-1].id + 1
-    assert client.get(f"/api/sessions/{sid}/events",
+    assert client.get(f"/api/sessions/{sid}/stream/events",
                       params={"after": turn[-1].id}).json()["events"] == []
 
 

@@ -69,7 +69,7 @@ def held_turn(tmp_path: Path, agent_folder: Path, server_args: list[str],
 def history(client: httpx.Client, sid: str) -> list[dict]:
     """The whole persisted history, page by page."""
     events: list[dict] = []
-    while page := client.get(f"/api/sessions/{sid}/events", params={
+    while page := client.get(f"/api/sessions/{sid}/stream/events", params={
             "limit": 10000, "after": events[-1]["id"] if events else 0}).json()["events"]:
         events.extend(page)
     return events

@@ -99,8 +99,28 @@ def test_after_query_parameter_is_parsed_strictly(target: Target, route: str, va
 
 @pytest.mark.parametrize("value", [*BAD_INTEGERS, "0", "10001"], ids=repr)
 def test_events_limit_is_parsed_strictly_and_bounded(target: Target, value: str) -> None:
-    response = target.client.get(f"/api/sessions/{target.sid}/events", params={"limit": value})
+    response = target.client.get(f"/api/sessions/{target.sid}/stream/events",
+                                 params={"limit": value})
     assert_400(response, "`limit`", "10000")
+
+
+@pytest.mark.parametrize(("path", "name", "value"), [
+    *((path, name, v) for path in ("messages", "events") for name, bad in (
+        ("limit", ["0", "1001"]), ("after", [])) for v in [*BAD_INTEGERS, *bad]),
+    *(("logs", "after", v) for v in [*BAD_INTEGERS, "-2", "--1"] if v != "-1"),
+], ids=repr)
+def test_history_parameters_are_parsed_strictly_and_bounded(
+        target: Target, path: str, name: str, value: str) -> None:
+    response = target.client.get(f"/api/sessions/{target.sid}/{path}", params={name: value})
+    assert_400(response, f"`{name}`")
+
+
+@pytest.mark.parametrize("path", ["messages", "events", "logs"])
+def test_largest_sequence_is_accepted_as_history_after(target: Target, path: str) -> None:
+    response = target.client.get(f"/api/sessions/{target.sid}/{path}",
+                                 params={"after": str(2**63 - 1)})
+    assert response.status_code == 200, response.text
+    assert response.json()["logs" if path == "logs" else path] == []
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -124,7 +144,7 @@ def test_a_blank_query_value_is_a_bad_value_not_an_absent_one(
 
 
 def test_largest_event_id_is_accepted_as_after(target: Target) -> None:
-    response = target.client.get(f"/api/sessions/{target.sid}/events",
+    response = target.client.get(f"/api/sessions/{target.sid}/stream/events",
                                  params={"after": str(2**63 - 1)})
     assert response.status_code == 200 and response.json() == {"events": []}
 

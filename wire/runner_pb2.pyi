@@ -396,3 +396,31 @@ class UploadWorkspaceResponse(_message.Message):
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
     written: int
     def __init__(self, written: _Optional[int] = ...) -> None: ...
+
+class ReadLogsRequest(_message.Message):
+    __slots__ = ("session_id", "after", "limit")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    after: int
+    limit: int
+    def __init__(self, session_id: _Optional[str] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("index", "level", "text")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    level: str
+    text: str
+    def __init__(self, index: _Optional[int] = ..., level: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ReadLogsResponse(_message.Message):
+    __slots__ = ("lines", "modified_unix_ms")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    modified_unix_ms: int
+    def __init__(self, lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., modified_unix_ms: _Optional[int] = ...) -> None: ...

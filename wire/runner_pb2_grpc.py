@@ -220,6 +220,11 @@ class RunnerStub:
                 request_serializer=wire_dot_runner__pb2.UploadWorkspaceRequest.SerializeToString,
                 response_deserializer=wire_dot_runner__pb2.UploadWorkspaceResponse.FromString,
                 _registered_method=True)
+        self.ReadLogs = channel.unary_unary(
+                '/ash.runner.v1.Runner/ReadLogs',
+                request_serializer=wire_dot_runner__pb2.ReadLogsRequest.SerializeToString,
+                response_deserializer=wire_dot_runner__pb2.ReadLogsResponse.FromString,
+                _registered_method=True)
 
 
 class RunnerServicer:
@@ -327,6 +332,14 @@ class RunnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLogs(self, request, context):
+        """Lines of a session's bridge log (its sandbox's stdout and stderr), from what
+        the runner keeps on disk; none when it keeps nothing for the session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -394,6 +407,11 @@ def add_RunnerServicer_to_server(servicer, server):
                     servicer.UploadWorkspace,
                     request_deserializer=wire_dot_runner__pb2.UploadWorkspaceRequest.FromString,
                     response_serializer=wire_dot_runner__pb2.UploadWorkspaceResponse.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=wire_dot_runner__pb2.ReadLogsRequest.FromString,
+                    response_serializer=wire_dot_runner__pb2.ReadLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -748,6 +766,33 @@ class Runner:
             '/ash.runner.v1.Runner/UploadWorkspace',
             wire_dot_runner__pb2.UploadWorkspaceRequest.SerializeToString,
             wire_dot_runner__pb2.UploadWorkspaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ash.runner.v1.Runner/ReadLogs',
+            wire_dot_runner__pb2.ReadLogsRequest.SerializeToString,
+            wire_dot_runner__pb2.ReadLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
-"""`POST /api/sessions/{id}/messages`: send a message and stream the turn (SSE), and
+"""`POST /api/sessions/{id}/messages`: send a message and stream the turn (SSE);
+`GET /api/sessions/{id}/messages`: the conversation so far (`gateway.conversation`); and
 `GET /api/sessions/{id}/stream`: rejoin a session's stream after Last-Event-ID."""
 
 from __future__ import annotations
@@ -6,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from gateway import conversation
 from gateway.api.operation import Content, Operation, Param
-from gateway.api.schemas import BOOLEAN, INTEGER, STRING, obj
+from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, array, obj
 from gateway.context import Gateway
-from gateway.http import ApiError, Request
+from gateway.http import ApiError, Request, Response, json_response
 from gateway.params import INT64_MAX, int_param, number_value, parse_int
 from gateway.sse_stream import SseWriter, stream_session
 from runner import timing
@@ -28,6 +30,8 @@ MAX_BUDGET_USD = 1_000_000
 MESSAGE_MAX_BODY = 50 * 1024 * 1024
 """The reference allows 50 MB on this route: room for image and document blocks."""
 ON_DISCONNECT = ("continue", "interrupt")
+DEFAULT_MESSAGES_LIMIT = 100
+MAX_MESSAGES_LIMIT = 1000
 
 
 def _message_options(body: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +131,16 @@ async def send_message(gw: Gateway, req: Request) -> None:
         gw.sessions.feeds.unsubscribe(row.id, subscriber)
 
 
+async def list_messages(gw: Gateway, req: Request) -> Response:
+    params = req.query()
+    after = int_param(params, "after", 0, low=0, high=INT64_MAX)
+    limit = int_param(params, "limit", DEFAULT_MESSAGES_LIMIT, low=1, high=MAX_MESSAGES_LIMIT)
+    session_id = req.path_params["id"]
+    gw.sessions.get(session_id)
+    gw.sessions.event_log.flush()
+    return json_response({"messages": conversation.messages(gw.store, session_id, after, limit)})
+
+
 def _last_event_id(req: Request) -> int:
     """The id to resume after: the Last-Event-ID header, else `?after=`, else 0."""
     header = req.header(b"last-event-id")
@@ -174,10 +188,29 @@ MESSAGE_BODY = obj({
     "onDisconnect": {"type": "string", "enum": list(ON_DISCONNECT)},
 }, "content")
 
+MESSAGE = obj({
+    "id": {"type": "string", "format": "uuid"},
+    "sessionId": STRING,
+    "tenantId": STRING,
+    "role": {"type": "string", "enum": ["user", "assistant"]},
+    "content": STRING,
+    "sequence": INTEGER,
+    "createdAt": ISO_TIME,
+}, "id", "sessionId", "tenantId", "role", "content", "sequence", "createdAt")
+"""A message of the conversation; `content` is the SDK message as JSON text."""
+
 OPERATIONS = [
     Operation("POST", "/api/sessions/{id}/messages", send_message,
               "Send a message; the turn streams back as Server-Sent Events", {200: SSE},
               body=MESSAGE_BODY),
+    Operation("GET", "/api/sessions/{id}/messages", list_messages,
+              "The conversation: each user message and the agent's complete messages "
+              "(assistant, result), oldest first",
+              {200: obj({"messages": array(MESSAGE)}, "messages")},
+              query=(Param("after", {"type": "integer", "minimum": 0},
+                           "only messages after this sequence number"),
+                     Param("limit", {"type": "integer", "minimum": 1,
+                                     "maximum": MAX_MESSAGES_LIMIT}))),
     Operation("GET", "/api/sessions/{id}/stream", stream_session_events,
               "Rejoin the session's event stream after Last-Event-ID (or ?after=)", {200: SSE},
               query=(Param("after", {"type": "integer", "minimum": 0}),)),

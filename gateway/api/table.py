@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.api import agents, docs, events, files, health, messages, runners, sessions
+from gateway.api import agents, docs, events, files, health, logs, messages, runners, sessions
 from gateway.api.operation import Handler, Operation, path_regex
 
 OPERATIONS: list[Operation] = [
@@ -14,6 +14,7 @@ OPERATIONS: list[Operation] = [
     *sessions.OPERATIONS,
     *messages.OPERATIONS,
     *events.OPERATIONS,
+    *logs.OPERATIONS,
     *files.OPERATIONS,
     *runners.OPERATIONS,
     *docs.OPERATIONS,
