@@ -43,6 +43,19 @@ class Tour:
             check(self.document, method, template, response)
         return response
 
+    def rejoin(self, session_id: str) -> str:
+        """The first event name `/stream` replays from the start (the stream stays open)."""
+        path = f"/api/sessions/{session_id}/stream"
+        with self.client.stream("GET", path, params={"after": "0"}) as response:
+            assert response.status_code == 200 and response.http_version == self.protocol
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.iter_lines()
+            first = next(lines)
+            while not first.startswith("event:"):
+                first = next(lines)
+        self.called.add(("GET", "/api/sessions/{id}/stream"))
+        return first.removeprefix("event:").strip()
+
     def turn(self, session_id: str, content: str) -> list[str]:
         """A turn's SSE event names, read to its end."""
         path = f"/api/sessions/{session_id}/messages"
@@ -106,10 +119,13 @@ def test_every_operation_answers_as_declared(
         call("GET", "/api/sessions", "/api/sessions")
         call("GET", "/api/sessions/{id}", base)
         assert tour.turn(sid, "my name is Ada")[-1] == "done"
-        rejoined = call("GET", "/api/sessions/{id}/stream", f"{base}/stream",
-                        params={"after": "0"})
-        assert rejoined.headers["content-type"].startswith("text/event-stream")
-        call("GET", "/api/sessions/{id}/events", f"{base}/events")
+        assert tour.rejoin(sid) == "session_start"
+        call("GET", "/api/sessions/{id}/stream/events", f"{base}/stream/events")
+        timeline = call("GET", "/api/sessions/{id}/events", f"{base}/events").json()["events"]
+        assert "turn_complete" in {event["type"] for event in timeline}
+        messages = call("GET", "/api/sessions/{id}/messages", f"{base}/messages").json()
+        assert [m["role"] for m in messages["messages"]][:2] == ["user", "assistant"]
+        call("GET", "/api/sessions/{id}/logs", f"{base}/logs", params={"after": "-1"})
         ran = call("POST", "/api/sessions/{id}/exec", f"{base}/exec",
                    json={"command": "echo hi", "timeout": 10_000})
         assert ran.json()["stdout"] == "hi\n"
