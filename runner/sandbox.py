@@ -31,6 +31,7 @@ from runner.timing import TIMING
 from wire import timing as wt
 from wire.bridge_limits import BridgeLimits, Violation
 from wire.events import WARM_SLOT_ENV, Event
+from wire.session_config import EXTRA_ENV_KEY, ConfigError, check_config
 
 if TYPE_CHECKING:
     from runner.isolation import Isolation, SandboxHandle
@@ -243,11 +244,25 @@ def agent_env(config: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+def session_extra_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The session's `extraEnv` (`EXTRA_ENV_KEY`), checked again here: no name the runner
+    or the bridge sets or depends on (`wire.session_config.RESERVED_ENV_NAMES`)."""
+    extra = config.get(EXTRA_ENV_KEY)
+    if extra is None:
+        return {}
+    try:
+        check_config({"extraEnv": extra})
+    except ConfigError as exc:
+        raise SandboxStartError(f"session {exc}") from None
+    return dict(extra)
+
+
 def session_env(spec: SandboxSpec, *, sandboxed: bool = False) -> dict[str, str]:
     """What a bridge's environment holds for its session and agent: the agent's `env`,
-    HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and the model proxy's token. A
-    warm-pool bridge gets these in its `bind` frame instead."""
+    then the session's `extraEnv`, HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and
+    the model proxy's token. A warm-pool bridge gets these in its `bind` frame instead."""
     env = agent_env(spec.agent.config)
+    env.update(session_extra_env(spec.agent.config))
     env.update(spec.settings.mock_env())
     env.update({
         "HOME": bwrap.HOME if sandboxed else str(spec.workspace),
