@@ -44,8 +44,8 @@ from wire import events, sse
 from wire import timing as wt
 from wire.events import done_payload
 from wire.session_config import (
-    EXTRA_ENV_KEY,
     SESSION_CONFIG_OPTION,
+    SESSION_KEY,
     ConfigError,
     patch_config,
     public_config,
@@ -88,12 +88,13 @@ def session_config(row: SessionRow) -> dict[str, Any]:
 
 
 def sandbox_agent(agent: AgentSpec, row: SessionRow) -> AgentSpec:
-    """The agent as the session's sandbox runs it: its `extraEnv` rides the agent config
-    to the runner (`EXTRA_ENV_KEY`), which adds it to the sandbox's environment."""
-    extra_env = session_config(row).get("extraEnv")
-    if not extra_env:
-        return agent
-    return dataclasses.replace(agent, config={**agent.config, EXTRA_ENV_KEY: extra_env})
+    """The agent as the session's sandbox runs it: the session's config rides the agent
+    config to the runner (`SESSION_KEY`), which puts its `extraEnv` in the sandbox's
+    environment and the rest in the bridge's."""
+    config = {name: value for name, value in agent.config.items() if name != SESSION_KEY}
+    if session := session_config(row):
+        config[SESSION_KEY] = session
+    return dataclasses.replace(agent, config=config)
 
 
 def turn_options(row: SessionRow, options: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from runner.backend import AgentSpec
 from runner.sandbox import SandboxSpec, SandboxStartError, session_env
 from tests.conftest import deploy, send_message
-from wire.session_config import EXTRA_ENV_KEY, ConfigError, check_config, patch_config
+from wire.session_config import SESSION_KEY, ConfigError, check_config, patch_config
 
 FULL_CONFIG: dict[str, Any] = {
     "systemPrompt": "You are terse.",
@@ -238,7 +238,7 @@ def test_the_session_config_option_is_the_gateways_alone(client: httpx.Client, a
 
 def test_the_runner_refuses_reserved_extra_env_names_too(tmp_path: Path) -> None:
     spec = SandboxSpec("s", AgentSpec("a", str(tmp_path), config={
-        EXTRA_ENV_KEY: {"ASH_MODEL_API_KEY": "stolen"}}), tmp_path)
+        SESSION_KEY: {"extraEnv": {"ASH_MODEL_API_KEY": "stolen"}}}), tmp_path)
     with pytest.raises(SandboxStartError, match="ASH_MODEL_API_KEY"):
         session_env(spec)
 

@@ -18,9 +18,16 @@ from wire.options import MAX_AGENT_TURNS, MAX_MODEL_NAME
 
 SESSION_CONFIG_OPTION = "sessionConfig"
 """The turn options key that carries the session's config to the bridge (gateway only)."""
-EXTRA_ENV_KEY = "sessionEnv"
-"""The agent config key (`CreateSandboxRequest.agent_config_json`) that carries a
-session's `extraEnv` to the runner, which adds it to the sandbox's environment."""
+SESSION_KEY = "_session"
+"""The agent config key (`CreateSandboxRequest.agent_config_json`) that carries the
+session's config to the runner, which checks it, adds its `extraEnv` to the sandbox's
+environment and passes the rest to the bridge as `SESSION_CONFIG_ENV`."""
+SESSION_CONFIG_ENV = "ASH_SESSION_CONFIG"
+"""The session's config (but `extraEnv`) as JSON in the bridge's environment, so the agent
+backend starts with it; turns carry it too (`SESSION_CONFIG_OPTION`), PATCHed or not."""
+MAX_ENV_CONFIG_BYTES = 96 * 1024
+"""Larger configs stay out of the environment (one variable may hold 128 KiB): the first
+turn, which carries it, applies it."""
 
 PERMISSION_MODES = ("bypassPermissions", "permissionsByAgent", "default")
 PATCHABLE = ("model", "allowedTools", "disallowedTools", "betas", "subagents", "initialAgent")

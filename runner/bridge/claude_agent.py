@@ -45,7 +45,12 @@ from wire.options import (
     MAX_THINKING_BUDGET,
     MIN_THINKING_BUDGET,
 )
-from wire.session_config import SESSION_CONFIG_OPTION, ConfigError, check_config
+from wire.session_config import (
+    SESSION_CONFIG_ENV,
+    SESSION_CONFIG_OPTION,
+    ConfigError,
+    check_config,
+)
 
 SESSION_FILE = Path(".ash") / "claude" / "session.json"
 LAUNCH_DIR = Path(".ash") / "claude" / "launch"
@@ -171,6 +176,17 @@ def _thinking(value: object) -> dict[str, Any] | None:
             or not MIN_THINKING_BUDGET <= budget <= MAX_THINKING_BUDGET):
         return None
     return {"type": "enabled", "budget_tokens": budget}
+
+
+def _started_with(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The session's config from the runner (`SESSION_CONFIG_ENV`), as turn options."""
+    raw = environ.get(SESSION_CONFIG_ENV)
+    if not raw:
+        return {}
+    try:
+        return {SESSION_CONFIG_OPTION: orjson.loads(raw)}
+    except orjson.JSONDecodeError as exc:
+        raise AgentLoadError(f"{SESSION_CONFIG_ENV} is not JSON: {exc}") from None
 
 
 def session_model(options: Mapping[str, Any]) -> str | None:
@@ -322,9 +338,13 @@ class ClaudeAgent:
         self._client: ClaudeSDKClient | None = None
         self._connecting: asyncio.Task[ClaudeSDKClient] | None = None
         self._model = self._settings.model
-        self._launch: dict[str, Any] = {}
+        started = _started_with(context.environ)
+        try:
+            self._launch = launch_options(started)
+        except ClaudeAgentError as exc:
+            raise AgentLoadError(str(exc)) from None
         """The launch options (`launch_options`) the running CLI was started with."""
-        self._default_model = self._settings.model
+        self._default_model = session_model(started) or self._settings.model
         """The model of a turn that names none: the session's, else the agent's."""
         self._interrupt_requested = False
         self._query_sent = False
