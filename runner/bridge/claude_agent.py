@@ -10,6 +10,11 @@ The CLI keeps the conversation in HOME (`~/.claude/projects/...`), which travels
 the session's state; the SDK session id is kept beside it in `~/.ash/claude/session.json`,
 so a bridge started on restored state resumes the same conversation.
 
+A session's own options (`wire.session_config`: system prompt, model, tools, MCP servers,
+subagents, ...) and a message's model settings (budget, effort, thinking, output format)
+become the CLI's options: the CLI starts with the session's (`ASH_SESSION_CONFIG`), and a
+turn that needs other ones restarts it on the same conversation (`launch_options`).
+
 Model endpoint and key: `ASH_MODEL_BASE_URL` / `ASH_MODEL_API_KEY` when the runner sets
 them (the model proxy's relay and session token, `runner.bridge.model_relay`), else
 `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from the agent's `env` — the CLI reads both
