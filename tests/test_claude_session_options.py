@@ -11,10 +11,13 @@ import httpx
 import pytest
 
 from bench.model_stub import StubProcess, user_prompts
+from runner.bridge.agent import AgentContext, AgentLoadError
+from runner.bridge.claude_agent import ClaudeAgent, ClaudeAgentError, launch_options
 from tests.conftest import send_message
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import SseEvent, reply_text
 from tests.test_claude_backend import SYSTEM_PROMPT_MARK, claude_agent, exec_in, of_type
+from wire.session_config import SESSION_CONFIG_ENV, SESSION_CONFIG_OPTION
 
 SESSION_PROMPT = "You are the session's own prompt."
 CLI_ARGS = ("for p in /proc/[0-9]*; do echo \"${p#/proc/} $(tr '\\0' ' ' < $p/cmdline)\"; "
@@ -160,3 +163,18 @@ def test_output_format_gives_the_cli_the_json_schema(client: httpx.Client, agent
         assert response.status_code == 200
         response.read()
     assert '--json-schema {"type": "object"' in cli_args(client, sid)
+
+
+def test_the_bridge_refuses_a_session_config_that_breaks_the_rules() -> None:
+    with pytest.raises(ClaudeAgentError, match="`allowedTools`"):
+        launch_options({SESSION_CONFIG_OPTION: {"allowedTools": ["--evil"]}})
+    with pytest.raises(AgentLoadError, match="`initialAgent`"):
+        ClaudeAgent(AgentContext(Path("/agent"), Path("/home"), "", environ={
+            "ASH_MODEL_API_KEY": "k", SESSION_CONFIG_ENV: '{"initialAgent": "-p"}'}))
+
+
+def test_the_bridge_ignores_message_settings_outside_their_bounds() -> None:
+    assert launch_options({"maxBudgetUsd": -1, "effort": "extreme", "thinking": {
+        "type": "enabled", "budgetTokens": 10}, "outputFormat": {"type": "text"}}) == {}
+    assert launch_options({"thinking": {"type": "enabled"}})["thinking"] == {
+        "type": "enabled", "budget_tokens": 10_000}

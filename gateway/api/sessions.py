@@ -14,6 +14,7 @@ from gateway.api.schemas import (
     SESSION_STATUS,
     STRING,
     array,
+    nullable,
     obj,
     ref,
 )
@@ -123,7 +124,8 @@ async def exec_in_session(gw: Gateway, req: Request) -> Response:
 
 
 CREATE_BODY = obj({"agent": STRING, **SESSION_CONFIG_FIELDS}, "agent")
-CONFIG_PATCH_BODY = obj({name: SESSION_CONFIG_FIELDS[name] for name in PATCHABLE})
+CONFIG_PATCH_BODY = obj({name: nullable(SESSION_CONFIG_FIELDS[name]) for name in PATCHABLE})
+"""A field given replaces the session's, `null` removes it."""
 EXEC_BODY = obj({"command": STRING,
                  "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_EXEC_TIMEOUT_MS}},
                 "command")
