@@ -13,7 +13,7 @@ import pytest
 
 from runner.backend import AgentSpec
 from runner.sandbox import SandboxSpec, SandboxStartError, session_env
-from tests.conftest import deploy, send_message
+from tests.conftest import deploy, make_agent_folder, send_message
 from wire.session_config import SESSION_KEY, ConfigError, check_config, patch_config
 
 FULL_CONFIG: dict[str, Any] = {
@@ -78,10 +78,14 @@ def test_a_session_without_options_has_an_empty_config(client: httpx.Client, age
     assert (session["config"], session["model"]) == ({}, None)
 
 
+def test_options_given_as_null_are_not_set(client: httpx.Client, agent: str) -> None:
+    session = created(client, agent, model=None, credentialId=None, systemPrompt=None)
+    assert session["config"] == {}
+
+
 def test_extra_env_reaches_the_sandbox_over_the_agent_env(
     client: httpx.Client, tmp_path: Path
 ) -> None:
-    from tests.conftest import make_agent_folder
     deploy(client, "envy", make_agent_folder(
         tmp_path, "envy", {"backend": "mock", "env": {"GREETING": "agent", "ONLY_AGENT": "a"}}))
     sid = created(client, "envy", extraEnv={"GREETING": "session"})["id"]

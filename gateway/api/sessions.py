@@ -35,13 +35,15 @@ MAX_LIST_OFFSET = 2**31 - 1
 
 
 def _create_config(body: dict[str, Any]) -> dict[str, Any]:
-    """The session options given beside `agent`, checked; other fields are ignored."""
-    if "credentialId" in body:
+    """The session options given beside `agent`, checked; other fields, and options given
+    as `null` (a client's "not set"), are ignored."""
+    if body.get("credentialId") is not None:
         raise ApiError(400, "`credentialId`: this gateway stores no credentials yet, so "
                             "none can be found; the model key is the runner's (see "
                             "docs/compat.md)")
     try:
-        return check_config({name: body[name] for name in FIELDS if name in body})
+        return check_config({name: body[name] for name in FIELDS
+                             if body.get(name) is not None})
     except ConfigError as exc:
         raise ApiError(400, str(exc)) from None
 
