@@ -194,6 +194,15 @@ def _started_with(environ: Mapping[str, str]) -> dict[str, Any]:
         raise AgentLoadError(f"{SESSION_CONFIG_ENV} is not JSON: {exc}") from None
 
 
+def _start_launch(started: Mapping[str, Any]) -> dict[str, Any]:
+    """The launch options the CLI starts with, before any turn; a bad config stops the
+    bridge from starting."""
+    try:
+        return launch_options(started)
+    except ClaudeAgentError as exc:
+        raise AgentLoadError(str(exc)) from None
+
+
 def session_model(options: Mapping[str, Any]) -> str | None:
     """The session's `model` (already checked by `launch_options`)."""
     session = options.get(SESSION_CONFIG_OPTION)
@@ -344,10 +353,7 @@ class ClaudeAgent:
         self._connecting: asyncio.Task[ClaudeSDKClient] | None = None
         self._model = self._settings.model
         started = _started_with(context.environ)
-        try:
-            self._launch = launch_options(started)
-        except ClaudeAgentError as exc:
-            raise AgentLoadError(str(exc)) from None
+        self._launch = _start_launch(started)
         """The launch options (`launch_options`) the running CLI was started with."""
         self._default_model = session_model(started) or self._settings.model
         """The model of a turn that names none: the session's, else the agent's."""
