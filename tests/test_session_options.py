@@ -13,7 +13,9 @@ import pytest
 
 from runner.backend import AgentSpec
 from runner.sandbox import SandboxSpec, SandboxStartError, session_env
-from tests.conftest import deploy, make_agent_folder, send_message
+from tests.conftest import deploy, make_agent_folder, make_client, send_message
+from tests.sandbox_helpers import pool_of, wait_for_pool
+from tests.test_warm_pool import pooled_gateway
 from wire.session_config import SESSION_KEY, ConfigError, check_config, patch_config
 
 FULL_CONFIG: dict[str, Any] = {
@@ -253,3 +255,12 @@ def test_the_shared_check_refuses_an_oversized_config() -> None:
         check_config({"subagents": subagents})
     with pytest.raises(ConfigError, match="exceeds"):
         patch_config({"systemPrompt": "s" * 90_000}, {"subagents": subagents})
+
+
+def test_a_session_from_the_warm_pool_gets_its_extra_env_in_the_bind(tmp_path: Path) -> None:
+    with pooled_gateway(tmp_path / "data", 1) as gateway, make_client(gateway) as client:
+        deploy(client, "echo", make_agent_folder(tmp_path))
+        wait_for_pool(client, 1)
+        sid = created(client, "echo", extraEnv={"GREETING": "bound"}, model="claude-x")["id"]
+        assert pool_of(client)["served"] == 1
+        assert exec_out(client, sid, 'echo "$GREETING"') == "bound\n"
