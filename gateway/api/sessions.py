@@ -1,4 +1,5 @@
-"""`/api/sessions`: create, list, get, end; pause, resume, stop, interrupt, fork; exec."""
+"""`/api/sessions`: create (with the session's options), list, get, end; its config (PATCH);
+pause, resume, stop, interrupt, fork; exec."""
 
 from __future__ import annotations
 
