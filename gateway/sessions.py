@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,12 +32,26 @@ from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import DEFAULT_TENANT, SessionRow, Store
 from gateway.timestamps import iso_utc
 from runner import timing
-from runner.backend import Backend, BackendError, CapacityExceeded, ExecResult, SandboxInfo
+from runner.backend import (
+    AgentSpec,
+    Backend,
+    BackendError,
+    CapacityExceeded,
+    ExecResult,
+    SandboxInfo,
+)
 from runner.timing import TIMING
 from wire import events, sse
 from wire import timing as wt
 from wire.content import CONTENT_BLOCKS_OPTION
 from wire.events import done_payload
+from wire.session_config import (
+    SESSION_CONFIG_OPTION,
+    SESSION_KEY,
+    ConfigError,
+    patch_config,
+    public_config,
+)
 
 log = logging.getLogger("ash.sessions")
 
@@ -47,6 +62,7 @@ def session_json(row: SessionRow) -> dict[str, Any]:
     """The reference's Session (`id`, `tenantId`, `agentName`, `sandboxId`, `status`,
     `runnerId`, `parentSessionId`, ISO `createdAt`/`lastActiveAt`) and ours beside it."""
     updated = iso_utc(row.updated_at)
+    config = session_config(row)
     return {
         "id": row.id,
         "tenantId": DEFAULT_TENANT,
@@ -63,7 +79,32 @@ def session_json(row: SessionRow) -> dict[str, Any]:
         "createdAt": iso_utc(row.created_at),
         "lastActiveAt": updated,
         "updatedAt": updated,
+        "model": config.get("model"),
+        "config": public_config(config),
     }
+
+
+def session_config(row: SessionRow) -> dict[str, Any]:
+    """The session's own options (`wire.session_config`), as stored."""
+    return orjson.loads(row.config)
+
+
+def sandbox_agent(agent: AgentSpec, row: SessionRow) -> AgentSpec:
+    """The agent as the session's sandbox runs it: the session's config rides the agent
+    config to the runner (`SESSION_KEY`), which puts its `extraEnv` in the sandbox's
+    environment and the rest in the bridge's."""
+    config = {name: value for name, value in agent.config.items() if name != SESSION_KEY}
+    if session := session_config(row):
+        config[SESSION_KEY] = session
+    return dataclasses.replace(agent, config=config)
+
+
+def turn_options(row: SessionRow, options: dict[str, Any]) -> dict[str, Any]:
+    """A turn's options with the session's config (but its env, which the sandbox already
+    has) for the agent backend to apply."""
+    config = session_config(row)
+    config.pop("extraEnv", None)
+    return {**options, SESSION_CONFIG_OPTION: config} if config else options
 
 
 @dataclass
@@ -156,13 +197,17 @@ class SessionService:
 
     # lifecycle
 
-    async def create(self, agent_name: str) -> tuple[SessionRow, str | None]:
-        """A new session with a ready sandbox, and a notice for the client, if any."""
+    async def create(self, agent_name: str, config: dict[str, Any] | None = None
+                     ) -> tuple[SessionRow, str | None]:
+        """A new session with a ready sandbox, and a notice for the client, if any.
+        `config` (checked by the caller: `wire.session_config.check_config`) is stored
+        with it."""
         agent = self.store.get_agent(agent_name)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
         session_id = str(uuid.uuid4())
-        self.store.insert_session(session_id, agent.name, agent.version, self.runner_id)
+        self.store.insert_session(session_id, agent.name, agent.version, self.runner_id,
+                                  orjson.dumps(config or {}).decode())
         try:
             row, info = await self._start_sandbox(session_id, agent_name)
         except BackendError as exc:
@@ -183,7 +228,8 @@ class SessionService:
         agent = self.store.get_agent(agent_name)
         if agent is None:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
-        info = await self.backend.create(session_id, agent_spec(agent))
+        row = self.get(session_id)
+        info = await self.backend.create(session_id, sandbox_agent(agent_spec(agent), row))
         runner_id = info.runner_id or self.runner_id
         self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
         fresh = {} if info.attached else {"runner_hint": 0}
@@ -356,6 +402,17 @@ class SessionService:
             raise
         return fork
 
+    def update_config(self, session_id: str, patch: Any) -> SessionRow:
+        """Merge `patch` into the session's config; the next turn runs with it."""
+        row = self.get_live(session_id)
+        try:
+            config = patch_config(session_config(row), patch)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+        updated = self.store.update_session(session_id, config=orjson.dumps(config).decode())
+        assert updated is not None
+        return updated
+
     async def interrupt(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)
         if self.is_busy(session_id):
@@ -400,7 +457,7 @@ class SessionService:
         Its events reach whoever subscribed to the session's feed (subscribe first,
         then start, to see every event). `turn_id` joins the turn's timing points.
         """
-        self._run(row, self._turn_events(row.id, prompt, options, turn_id),
+        self._run(row, self._turn_events(row.id, prompt, turn_options(row, options), turn_id),
                   user_message(prompt, options.get(CONTENT_BLOCKS_OPTION)))
 
     def _run(self, row: SessionRow, source: AsyncIterator[events.Event],

@@ -109,6 +109,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID;
     """,
+    # The session's own agent options (wire/session_config.py), as JSON; a fork copies them.
+    "ALTER TABLE sessions ADD COLUMN config TEXT NOT NULL DEFAULT '{}';",
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
@@ -143,6 +145,8 @@ class SessionRow:
     seq_reserved: int = 0
     runner_hint: int = 0
     parent_session_id: str | None = None
+    config: str = "{}"
+    """The session's options as JSON (`wire.session_config`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +185,7 @@ class RunnerRow:
 
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
-    "created_at, updated_at, seq_reserved, runner_hint, parent_session_id"
+    "created_at, updated_at, seq_reserved, runner_hint, parent_session_id, config"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id"
 _RUNNER_COLUMNS = (
@@ -262,28 +266,31 @@ class Store:
     # sessions
 
     def insert_session(self, session_id: str, agent: str, agent_version: int,
-                       runner_id: str | None = None) -> SessionRow:
+                       runner_id: str | None = None, config: str = "{}") -> SessionRow:
         now = time.time()
         row = self.db.execute(
             f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, created_at, "
-            f"updated_at) VALUES (?, ?, ?, 'starting', ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
-            (session_id, agent, agent_version, runner_id, now, now),
+            f"updated_at, config) VALUES (?, ?, ?, 'starting', ?, ?, ?, ?) "
+            f"RETURNING {_SESSION_COLUMNS}",
+            (session_id, agent, agent_version, runner_id, now, now, config),
         ).fetchone()
         return SessionRow(*row)
 
     def insert_fork(self, fork_id: str, parent: SessionRow) -> SessionRow:
-        """A paused copy of `parent` under a new id, its event log copied with it (same ids,
-        so the fork's history reads as the parent's up to the fork), in one transaction."""
+        """A paused copy of `parent` (its config too) under a new id, its event log copied
+        with it (same ids, so the fork's history reads as the parent's up to the fork), in
+        one transaction."""
         now = time.time()
         with self.db:
             row = self.db.execute(
                 f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, "
                 f"last_event_seq, seq_reserved, turns, created_at, updated_at, "
-                f"parent_session_id) "
+                f"parent_session_id, config) "
                 f"SELECT ?, agent, agent_version, 'paused', NULL, "
                 f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
                 f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
-                f"turns, ?, ?, id FROM sessions WHERE id = ? RETURNING {_SESSION_COLUMNS}",
+                f"turns, ?, ?, id, config FROM sessions WHERE id = ? "
+                f"RETURNING {_SESSION_COLUMNS}",
                 (fork_id, now, now, parent.id),
             ).fetchone()
             self.db.execute(

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from runner import bwrap
 from runner.backend import AgentSpec, SandboxStartError
 from runner.bridge_client import BridgeClient
@@ -31,6 +33,13 @@ from runner.timing import TIMING
 from wire import timing as wt
 from wire.bridge_limits import BridgeLimits, Violation
 from wire.events import WARM_SLOT_ENV, Event
+from wire.session_config import (
+    MAX_ENV_CONFIG_BYTES,
+    SESSION_CONFIG_ENV,
+    SESSION_KEY,
+    ConfigError,
+    check_config,
+)
 
 if TYPE_CHECKING:
     from runner.isolation import Isolation, SandboxHandle
@@ -243,11 +252,31 @@ def agent_env(config: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+def session_config_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The session's config (`SESSION_KEY`), checked again here: its `extraEnv` (no name
+    the runner or the bridge sets or depends on: `wire.session_config.RESERVED_ENV_NAMES`)
+    and the rest as `SESSION_CONFIG_ENV`, for the agent backend to start with."""
+    session = config.get(SESSION_KEY)
+    if session is None:
+        return {}
+    try:
+        check_config(session)
+    except ConfigError as exc:
+        raise SandboxStartError(f"session config: {exc}") from None
+    env = dict(session.get("extraEnv", {}))
+    rest = orjson.dumps({name: value for name, value in session.items() if name != "extraEnv"})
+    if len(rest) <= MAX_ENV_CONFIG_BYTES:
+        env[SESSION_CONFIG_ENV] = rest.decode()
+    return env
+
+
 def session_env(spec: SandboxSpec, *, sandboxed: bool = False) -> dict[str, str]:
     """What a bridge's environment holds for its session and agent: the agent's `env`,
-    HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and the model proxy's token. A
-    warm-pool bridge gets these in its `bind` frame instead."""
+    then the session's `extraEnv`, HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and
+    the model proxy's token. A warm-pool bridge gets these in its `bind` frame instead."""
     env = agent_env(spec.agent.config)
+    env.pop(SESSION_CONFIG_ENV, None)
+    env.update(session_config_env(spec.agent.config))
     env.update(spec.settings.mock_env())
     env.update({
         "HOME": bwrap.HOME if sandboxed else str(spec.workspace),

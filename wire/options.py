@@ -16,6 +16,12 @@ MAX_AGENT_TURNS = 1_000
 """The most agent turns (model round trips) `maxTurns` may allow for one message."""
 MAX_MODEL_NAME = 200
 """The longest `model` name accepted, in characters."""
+EFFORTS = ("low", "medium", "high", "max")
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
+MIN_THINKING_BUDGET = 1024
+MAX_THINKING_BUDGET = 1_000_000
+MAX_BUDGET_USD = 1_000_000
+"""The reference's per-message model settings (`effort`, `thinking`, `maxBudgetUsd`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,14 +19,20 @@ from runner.timing import TIMING
 from wire import events
 from wire import timing as wt
 from wire.content import CONTENT_BLOCKS_OPTION, MAX_BLOCKS, ContentError, parse_content
-from wire.options import MAX_MODEL_NAME, NUMERIC_OPTIONS
+from wire.options import (
+    EFFORTS,
+    MAX_BUDGET_USD,
+    MAX_MODEL_NAME,
+    MAX_THINKING_BUDGET,
+    MIN_THINKING_BUDGET,
+    NUMERIC_OPTIONS,
+    THINKING_TYPES,
+)
+from wire.session_config import SESSION_CONFIG_OPTION
 
 TOP_LEVEL_OPTIONS = ("model", "maxTurns", events.INCLUDE_PARTIAL_MESSAGES, "maxBudgetUsd",
                      "effort", "thinking", "outputFormat")
 """Options a reference client sends beside `content` rather than inside `options`."""
-EFFORTS = ("low", "medium", "high", "max")
-THINKING_TYPES = ("enabled", "disabled", "adaptive")
-MAX_BUDGET_USD = 1_000_000
 MESSAGE_MAX_BODY = 50 * 1024 * 1024
 """The reference allows 50 MB on this route: room for image and document blocks."""
 ON_DISCONNECT = ("continue", "interrupt")
@@ -65,6 +71,9 @@ def _check_options(options: dict[str, Any], label: str) -> None:
     if CONTENT_BLOCKS_OPTION in options:
         raise ApiError(400, f"{label.format(CONTENT_BLOCKS_OPTION)} is not an option: send "
                             "content blocks as `content`")
+    if SESSION_CONFIG_OPTION in options:
+        raise ApiError(400, f"{label.format(SESSION_CONFIG_OPTION)} is not an option: "
+                            "PATCH /api/sessions/{id}/config changes the session's")
     _check_model_settings(options, label)
 
 
@@ -82,7 +91,7 @@ def _check_model_settings(options: dict[str, Any], label: str) -> None:
                                 f"one of {', '.join(THINKING_TYPES)}")
         if "budgetTokens" in thinking:
             number_value(thinking["budgetTokens"], label.format("thinking") + ".budgetTokens",
-                         low=1024, high=1_000_000, integer=True)
+                         low=MIN_THINKING_BUDGET, high=MAX_THINKING_BUDGET, integer=True)
     if "outputFormat" in options:
         output = options["outputFormat"]
         if (not isinstance(output, dict) or output.get("type") != "json_schema"

@@ -52,6 +52,32 @@ ERROR: Schema = obj({"error": STRING, "statusCode": INTEGER}, "error", "statusCo
 SESSION_STATUS: Schema = {"type": "string",
                           "enum": ["starting", "active", "paused", "stopped", "error", "ended"]}
 
+def _strings(max_items: int) -> Schema:
+    return {"type": "array", "items": {"type": "string", "minLength": 1},
+            "maxItems": max_items}
+
+
+MCP_SERVER: Schema = obj({"type": {"type": "string", "enum": ["stdio", "http", "sse"]},
+                          "url": STRING, "command": STRING, "args": _strings(64),
+                          "env": STRING_MAP})
+SUBAGENT: Schema = obj({"description": STRING, "prompt": STRING, "tools": _strings(128),
+                        "disallowedTools": _strings(128), "model": STRING,
+                        "maxTurns": INTEGER}, "description", "prompt")
+SESSION_CONFIG_FIELDS: dict[str, Schema] = {
+    "systemPrompt": {"type": "string", "minLength": 1, "maxLength": 100_000},
+    "model": {"type": "string", "minLength": 1, "maxLength": 200},
+    "extraEnv": STRING_MAP,
+    "mcpServers": {"type": "object", "additionalProperties": MCP_SERVER},
+    "permissionMode": {"type": "string",
+                       "enum": ["bypassPermissions", "permissionsByAgent", "default"]},
+    "allowedTools": _strings(128),
+    "disallowedTools": _strings(128),
+    "betas": _strings(16),
+    "subagents": {"type": "object", "additionalProperties": SUBAGENT},
+    "initialAgent": {"type": "string", "minLength": 1, "maxLength": 64},
+}
+"""A session's own options (`wire.session_config`, which checks them strictly)."""
+
 SESSION: Schema = obj({
     "id": STRING,
     "tenantId": STRING,
@@ -68,6 +94,8 @@ SESSION: Schema = obj({
     "createdAt": ISO_TIME,
     "lastActiveAt": ISO_TIME,
     "updatedAt": ISO_TIME,
+    "model": nullable(STRING),
+    "config": obj(SESSION_CONFIG_FIELDS),
 }, "id", "tenantId", "agentName", "status", "runnerId", "sandboxId", "parentSessionId",
     "createdAt", "lastActiveAt")
 

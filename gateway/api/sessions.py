@@ -1,16 +1,21 @@
-"""`/api/sessions`: create, list, get, end; pause, resume, stop, interrupt, fork; exec."""
+"""`/api/sessions`: create (with the session's options), list, get, end; its config (PATCH);
+pause, resume, stop, interrupt, fork; exec."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from gateway import agents
 from gateway.api.operation import Handler, Operation, Param
 from gateway.api.schemas import (
     BOOLEAN,
     INTEGER,
+    SESSION_CONFIG_FIELDS,
     SESSION_RESPONSE,
     SESSION_STATUS,
     STRING,
     array,
+    nullable,
     obj,
     ref,
 )
@@ -19,6 +24,7 @@ from gateway.http import ApiError, Request, Response, json_response, string_fiel
 from gateway.params import int_param, number_value
 from gateway.sessions import session_json
 from gateway.store import SessionRow
+from wire.session_config import FIELDS, PATCHABLE, ConfigError, check_config
 
 SESSION_STATUSES = tuple(SESSION_STATUS["enum"])
 DEFAULT_EXEC_TIMEOUT_MS = 30_000
@@ -29,10 +35,25 @@ MAX_LIST_LIMIT = 1000
 MAX_LIST_OFFSET = 2**31 - 1
 
 
+def _create_config(body: dict[str, Any]) -> dict[str, Any]:
+    """The session options given beside `agent`, checked; other fields, and options given
+    as `null` (a client's "not set"), are ignored."""
+    if body.get("credentialId") is not None:
+        raise ApiError(400, "`credentialId`: this gateway stores no credentials yet, so "
+                            "none can be found; the model key is the runner's (see "
+                            "docs/compat.md)")
+    try:
+        return check_config({name: body[name] for name in FIELDS
+                             if body.get(name) is not None})
+    except ConfigError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 async def create_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     name = agents.validate_agent_name(string_field(body, "agent") or "")
-    row, notice = await gw.sessions.create(name)
+    config = _create_config(body)
+    row, notice = await gw.sessions.create(name, config)
     body = {"session": session_json(row)}
     if notice:
         body["notice"] = notice
@@ -81,6 +102,11 @@ async def stop_session(gw: Gateway, req: Request) -> Response:
     return _reply(await gw.sessions.stop(req.path_params["id"]))
 
 
+async def update_session_config(gw: Gateway, req: Request) -> Response:
+    body = await req.json_object()
+    return _reply(gw.sessions.update_config(req.path_params["id"], body))
+
+
 async def fork_session(gw: Gateway, req: Request) -> Response:
     return _reply(await gw.sessions.fork(req.path_params["id"]), 201)
 
@@ -100,7 +126,9 @@ async def exec_in_session(gw: Gateway, req: Request) -> Response:
     })
 
 
-CREATE_BODY = obj({"agent": STRING}, "agent")
+CREATE_BODY = obj({"agent": STRING, **SESSION_CONFIG_FIELDS}, "agent")
+CONFIG_PATCH_BODY = obj({name: nullable(SESSION_CONFIG_FIELDS[name]) for name in PATCHABLE})
+"""A field given replaces the session's, `null` removes it."""
 EXEC_BODY = obj({"command": STRING,
                  "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_EXEC_TIMEOUT_MS}},
                 "command")
@@ -133,6 +161,9 @@ OPERATIONS = [
     _lifecycle("POST", "/resume", resume_session, "Resume a paused or stopped session"),
     _lifecycle("POST", "/interrupt", interrupt_session, "Interrupt the running turn"),
     _lifecycle("POST", "/stop", stop_session, "Stop: the sandbox goes, the state stays"),
+    Operation("PATCH", "/api/sessions/{id}/config", update_session_config,
+              "Change the session's options (patch merge); the next turn uses them",
+              {200: SESSION_RESPONSE}, body=CONFIG_PATCH_BODY),
     _lifecycle("POST", "/fork", fork_session,
                "Fork: a new session with the conversation and workspace", 201),
     Operation("POST", "/api/sessions/{id}/exec", exec_in_session,

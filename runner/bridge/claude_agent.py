@@ -10,6 +10,11 @@ The CLI keeps the conversation in HOME (`~/.claude/projects/...`), which travels
 the session's state; the SDK session id is kept beside it in `~/.ash/claude/session.json`,
 so a bridge started on restored state resumes the same conversation.
 
+A session's own options (`wire.session_config`: system prompt, model, tools, MCP servers,
+subagents, ...) and a message's model settings (budget, effort, thinking, output format)
+become the CLI's options: the CLI starts with the session's (`ASH_SESSION_CONFIG`), and a
+turn that needs other ones restarts it on the same conversation (`launch_options`).
+
 Model endpoint and key: `ASH_MODEL_BASE_URL` / `ASH_MODEL_API_KEY` when the runner sets
 them (the model proxy's relay and session token, `runner.bridge.model_relay`), else
 `ANTHROPIC_BASE_URL` / `ANTHROPIC_API_KEY` from the agent's `env` — the CLI reads both
@@ -28,14 +33,35 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, CLIConnectionError
+from claude_agent_sdk import (
+    AgentDefinition,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    CLIConnectionError,
+)
 
 from runner.bridge.agent import SYSTEM_PROMPT_FILE, AgentContext, AgentLoadError, Emit
 from wire import events
 from wire.content import CONTENT_BLOCKS_OPTION
-from wire.options import MAX_AGENT_TURNS
+from wire.options import (
+    EFFORTS,
+    MAX_AGENT_TURNS,
+    MAX_BUDGET_USD,
+    MAX_THINKING_BUDGET,
+    MIN_THINKING_BUDGET,
+)
+from wire.session_config import (
+    SESSION_CONFIG_ENV,
+    SESSION_CONFIG_OPTION,
+    ConfigError,
+    check_config,
+)
 
 SESSION_FILE = Path(".ash") / "claude" / "session.json"
+LAUNCH_DIR = Path(".ash") / "claude" / "launch"
+"""The session's system prompt and MCP servers, as files the CLI reads (no argv limits)."""
+DEFAULT_THINKING_BUDGET = 10_000
+"""Thinking tokens for `thinking: {type: enabled}` without `budgetTokens`."""
 PERMISSION_MODES = frozenset({"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"})
 DEFAULT_CONNECT_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 3.0
@@ -111,6 +137,76 @@ def cli_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def has_credentials(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) for name in ("ASH_MODEL_API_KEY", *CREDENTIAL_VARS))
+
+
+def launch_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What the CLI must be started with for this turn, beyond the agent's settings: the
+    session's config (`wire.session_config`, checked again here) but its model, and the
+    message's model settings (`maxBudgetUsd`, `effort`, `thinking`, `outputFormat`). A
+    turn whose launch options differ from the running CLI's restarts it on the same
+    conversation; the model changes without a restart."""
+    session = options.get(SESSION_CONFIG_OPTION) or {}
+    try:
+        launch = dict(check_config(session))
+    except ConfigError as exc:
+        raise ClaudeAgentError(f"session config refused: {exc}") from None
+    launch.pop("model", None)
+    launch.pop("extraEnv", None)
+    budget = options.get("maxBudgetUsd")
+    if (isinstance(budget, int | float) and not isinstance(budget, bool)
+            and 0 < budget <= MAX_BUDGET_USD):
+        launch["maxBudgetUsd"] = float(budget)
+    if options.get("effort") in EFFORTS:
+        launch["effort"] = options["effort"]
+    if (thinking := _thinking(options.get("thinking"))) is not None:
+        launch["thinking"] = thinking
+    output = options.get("outputFormat")
+    if (isinstance(output, dict) and output.get("type") == "json_schema"
+            and isinstance(output.get("schema"), dict)):
+        launch["outputFormat"] = {"type": "json_schema", "schema": output["schema"]}
+    return launch
+
+
+def _thinking(value: object) -> dict[str, Any] | None:
+    """The SDK's thinking config for the message's `thinking`, or None for a bad one."""
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind in ("adaptive", "disabled"):
+        return {"type": kind}
+    if kind != "enabled":
+        return None
+    budget = value.get("budgetTokens", DEFAULT_THINKING_BUDGET)
+    if (isinstance(budget, bool) or not isinstance(budget, int)
+            or not MIN_THINKING_BUDGET <= budget <= MAX_THINKING_BUDGET):
+        return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+def _started_with(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The session's config from the runner (`SESSION_CONFIG_ENV`), as turn options."""
+    raw = environ.get(SESSION_CONFIG_ENV)
+    if not raw:
+        return {}
+    try:
+        return {SESSION_CONFIG_OPTION: orjson.loads(raw)}
+    except orjson.JSONDecodeError as exc:
+        raise AgentLoadError(f"{SESSION_CONFIG_ENV} is not JSON: {exc}") from None
+
+
+def _start_launch(started: Mapping[str, Any]) -> dict[str, Any]:
+    """The launch options the CLI starts with, before any turn; a bad config stops the
+    bridge from starting."""
+    try:
+        return launch_options(started)
+    except ClaudeAgentError as exc:
+        raise AgentLoadError(str(exc)) from None
+
+
+def session_model(options: Mapping[str, Any]) -> str | None:
+    """The session's `model` (already checked by `launch_options`)."""
+    session = options.get(SESSION_CONFIG_OPTION)
+    return _text(session.get("model")) if isinstance(session, dict) else None
 
 
 @dataclass(slots=True)
@@ -256,6 +352,11 @@ class ClaudeAgent:
         self._client: ClaudeSDKClient | None = None
         self._connecting: asyncio.Task[ClaudeSDKClient] | None = None
         self._model = self._settings.model
+        started = _started_with(context.environ)
+        self._launch = _start_launch(started)
+        """The launch options (`launch_options`) the running CLI was started with."""
+        self._default_model = session_model(started) or self._settings.model
+        """The model of a turn that names none: the session's, else the agent's."""
         self._interrupt_requested = False
         self._query_sent = False
         self._interrupting: asyncio.Task[None] | None = None
@@ -319,22 +420,59 @@ class ClaudeAgent:
             return await self._start_client(None)
 
     async def _start_client(self, resume: str | None) -> ClaudeSDKClient:
+        launch = self._launch
         options = ClaudeAgentOptions(
             cwd=str(self._context.home),
-            system_prompt={"type": "file",
-                           "path": str(self._context.agent_dir / SYSTEM_PROMPT_FILE)},
-            permission_mode=self._settings.permission_mode,  # type: ignore[arg-type]
+            system_prompt={"type": "file", "path": self._system_prompt_file(launch)},
+            permission_mode=self._permission_mode(launch),  # type: ignore[arg-type]
             include_partial_messages=True,
-            model=self._settings.model,
+            model=self._default_model,
             env=cli_env(self._context.environ),
             resume=resume,
             cli_path=self._settings.cli_path,
+            allowed_tools=list(launch.get("allowedTools", [])),
+            disallowed_tools=list(launch.get("disallowedTools", [])),
+            betas=list(launch.get("betas", [])),
+            agents={name: AgentDefinition(**agent)
+                    for name, agent in launch.get("subagents", {}).items()} or None,
+            extra_args={"agent": launch["initialAgent"]} if "initialAgent" in launch else {},
+            max_budget_usd=launch.get("maxBudgetUsd"),
+            effort=launch.get("effort"),
+            thinking=launch.get("thinking"),  # type: ignore[arg-type]
+            output_format=launch.get("outputFormat"),
         )
+        if "mcpServers" in launch:
+            options.mcp_servers = self._launch_file("mcp.json", orjson.dumps(
+                {"mcpServers": {name: _mcp_server(server)
+                                for name, server in launch["mcpServers"].items()}}))
         client = ClaudeSDKClient(options)
         async with asyncio.timeout(self._settings.connect_timeout):
             await client.connect()
-        self._model = self._settings.model
+        self._model = self._default_model
         return client
+
+    def _system_prompt_file(self, launch: Mapping[str, Any]) -> str:
+        """The session's `systemPrompt`, which replaces CLAUDE.md, else CLAUDE.md."""
+        if "systemPrompt" in launch:
+            return self._launch_file("system-prompt.md", launch["systemPrompt"].encode())
+        return str(self._context.agent_dir / SYSTEM_PROMPT_FILE)
+
+    def _permission_mode(self, launch: Mapping[str, Any]) -> str:
+        """The session's `permissionMode`; `permissionsByAgent` (or none) is the agent's."""
+        mode = launch.get("permissionMode", "permissionsByAgent")
+        return self._settings.permission_mode if mode == "permissionsByAgent" else mode
+
+    def _launch_file(self, name: str, data: bytes) -> str:
+        path = self._context.home / LAUNCH_DIR / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    async def _relaunch(self, launch: dict[str, Any]) -> ClaudeSDKClient:
+        """Restart the CLI with other launch options, resuming the same conversation."""
+        await self.close()
+        self._launch = launch
+        return await self._connected()
 
     def _drop_client(self) -> None:
         """Forget a client that failed; the next turn starts a new CLI on the same conversation."""
@@ -351,7 +489,11 @@ class ClaudeAgent:
     # --- one turn -------------------------------------------------------------------
 
     async def _run_turn(self, prompt: str, options: dict[str, Any], emit: Emit) -> str:
+        launch = launch_options(options)
+        self._default_model = session_model(options) or self._settings.model
         client = await self._connected()
+        if launch != self._launch:
+            client = await self._relaunch(launch)
         self._saved.turns += 1
         max_turns = _positive_int(options.get("maxTurns"))
         state = TurnState(min(max_turns, MAX_AGENT_TURNS) if max_turns
@@ -395,7 +537,7 @@ class ClaudeAgent:
         return client
 
     async def _use_model(self, client: ClaudeSDKClient, model: str | None) -> None:
-        wanted = model or self._settings.model
+        wanted = model or self._default_model
         if wanted != self._model:
             await client.set_model(wanted)
             self._model = wanted
@@ -484,6 +626,18 @@ async def _disconnect_quietly(client: ClaudeSDKClient) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await client.disconnect()
+
+
+def _mcp_server(server: Mapping[str, Any]) -> dict[str, Any]:
+    """A session's MCP server as the CLI's config names it: stdio with `command`, http
+    (or sse) with `url`."""
+    if "url" in server:
+        return {"type": server.get("type", "http"), "url": server["url"]}
+    entry: dict[str, Any] = {"type": "stdio", "command": server["command"],
+                             "args": server.get("args", [])}
+    if "env" in server:
+        entry["env"] = server["env"]
+    return entry
 
 
 def _user_content(prompt: str, options: dict[str, Any]) -> str | list[dict[str, Any]]:
