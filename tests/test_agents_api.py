@@ -395,6 +395,7 @@ def test_agent_json_through_the_files_route_has_env_values_redacted(client, name
     deployed(client, name)
     shown = client.get(f"/api/agents/{name}/files/agent.json")
     raw = client.get(f"/api/agents/{name}/files/agent.json", params={"format": "raw"})
+    assert raw.headers["content-type"] == "application/octet-stream"
     for text in (shown.json()["content"], raw.text):
         assert "s3cret" not in text
         assert json.loads(text)["env"] == {"TOKEN": "***"}

@@ -33,6 +33,7 @@ JSON_READ_MAX = MIB
 RAW_READ_MAX = 100 * MIB
 """Largest file `?format=raw` streams."""
 MAX_FILES_PER_WRITE = 500
+OCTET_STREAM = "application/octet-stream"
 
 
 @contextlib.contextmanager
@@ -115,8 +116,12 @@ def file_json(path: str, data: bytes) -> dict[str, Any]:
 
 def raw_headers(path: str, size: int,
                 extra: list[tuple[bytes, bytes]] | None = None) -> list[tuple[bytes, bytes]]:
-    """Content type and length first, then an attachment's disposition and `extra`."""
-    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    """Content type and length first, then an attachment's disposition and `extra`.
+    A JSON file's raw bytes are typed application/octet-stream: application/json is the
+    `?format=json` form (`{path, content, size}`), which a client tells apart by its type."""
+    mime = mimetypes.guess_type(path)[0] or OCTET_STREAM
+    if mime == "application/json":
+        mime = OCTET_STREAM
     name = path.rsplit("/", 1)[-1]
     return [
         (b"content-type", mime.encode()),
