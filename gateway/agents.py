@@ -90,10 +90,15 @@ def copy_tree(source: Path, target: Path) -> None:
         raise ApiError(400, f"cannot copy the agent folder: {_first_copy_error(exc)}") from None
 
 
-def stage_agent_folder(agents_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
+def stage_agent_folder(agents_dir: Path, name: str, build: Callable[[Path], None], *,
+                       keep_previous: bool = False) -> Path:
     """Build agent `name`'s next folder with `build` (given a path to create) in a staging
     folder, open it to the sandbox's user, and rename it over `agents_dir/name`: a failed
-    build (any exception) leaves the previous folder as it was."""
+    build (any exception) leaves the previous folder as it was.
+
+    A running sandbox has the previous folder bound at /agent (by inode, not by path):
+    with `keep_previous` (the agent has live sessions) it is kept aside, retired, and
+    removed by a later change made while the agent has none (or by its delete)."""
     agents_dir.mkdir(parents=True, exist_ok=True)
     target = agents_dir / name
     staging = agents_dir / f".staging-{name}-{uuid.uuid4().hex}"
@@ -106,12 +111,24 @@ def stage_agent_folder(agents_dir: Path, name: str, build: Callable[[Path], None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    retired = agents_dir / f".retired-{name}-{uuid.uuid4().hex}"
+    retired = _retired(agents_dir, name)
     if target.exists():
         target.rename(retired)
     staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
+    if not keep_previous:
+        remove_retired(agents_dir, name)
     return target
+
+
+def _retired(agents_dir: Path, name: str) -> Path:
+    """A retired folder's name: `+` is no character of an agent name, so the folders of
+    agent `a` are never taken for those of agent `a-b`."""
+    return agents_dir / f".retired-{name}+{uuid.uuid4().hex}"
+
+
+def remove_retired(agents_dir: Path, name: str) -> None:
+    for folder in agents_dir.glob(f".retired-{name}+*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_regular_file(source: str, target: str) -> None:
@@ -133,9 +150,8 @@ def _first_copy_error(exc: shutil.Error) -> str:
 def remove_agent_folder(agents_dir: Path, name: str) -> None:
     target = agents_dir / name
     if target.exists():
-        retired = agents_dir / f".retired-{name}-{uuid.uuid4().hex}"
-        target.rename(retired)
-        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(_retired(agents_dir, name))
+    remove_retired(agents_dir, name)
 
 
 def record_agent(store: Store, name: str, target: Path, config: dict[str, Any]) -> AgentRow:

@@ -86,9 +86,15 @@ def snapshot(client: httpx.Client, name: str) -> dict[str, Any]:
     return {**agent, "files": tree(Path(agent["path"]))}
 
 
+def leftovers(agent_path: str) -> list[str]:
+    """The agent's staging and retired folders beside its folder."""
+    folder = Path(agent_path)
+    return sorted(p.name for p in folder.parent.iterdir()
+                  if p.name.startswith((f".staging-{folder.name}-", f".retired-{folder.name}+")))
+
+
 def no_staging_left(agent_path: str) -> None:
-    leftovers = [p.name for p in Path(agent_path).parent.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
+    assert leftovers(agent_path) == []
 
 
 # deploy by upload
@@ -534,3 +540,25 @@ def test_file_delete_through_a_link_is_a_400_and_of_a_link_removes_only_it(
     assert client.delete(f"/api/agents/{name}/files/file-link").status_code == 200
     assert (linked["outside"] / "secret").read_text() == "host only"
     assert not os.path.lexists(Path(linked["path"]) / "file-link")
+
+
+# live sessions
+
+
+def test_a_live_session_keeps_its_agent_folder_across_a_change(client, name) -> None:
+    """A running sandbox has the folder bound at /agent: a change keeps that folder aside
+    (retired) while the agent has live sessions, and the next change made without any
+    removes it."""
+    agent = deployed(client, name)
+    live = create_session(client, name)
+    response = client.post(f"/api/agents/{name}/files",
+                           json={"files": upload({"CLAUDE.md": "# changed\n"})})
+    assert response.status_code == 200, response.text
+    assert run(client, live["id"], "cat /agent/CLAUDE.md")["stdout"] == "# uploaded\n"
+    fresh = create_session(client, name)
+    assert run(client, fresh["id"], "cat /agent/CLAUDE.md")["stdout"] == "# changed\n"
+    assert len(leftovers(agent["path"])) == 1
+    for session in (live, fresh):
+        assert client.delete(f"/api/sessions/{session['id']}").status_code == 200
+    assert client.patch(f"/api/agents/{name}/config", json={"a": 1}).status_code == 200
+    no_staging_left(agent["path"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from gateway import agents
-from gateway.api.agents import DEPLOY_MAX_BODY, FILE_UPLOAD, agent_row
+from gateway.api.agents import DEPLOY_MAX_BODY, FILE_UPLOAD, agent_row, build_folder
 from gateway.api.file_bodies import (
     JSON_READ_MAX,
     MAX_FILES_PER_WRITE,
@@ -90,10 +90,7 @@ async def write_agent_files(gw: Gateway, req: Request) -> Response:
         agents.protected(path, "write")
     async with agents.agent_lock(name):
         row = agent_row(gw, req)
-        with mapped_errors():
-            target = await asyncio.to_thread(
-                agents.stage_agent_folder, gw.agents_dir, name,
-                partial(agents.rebuild_with_files, row, files=files))
+        target = await build_folder(gw, name, partial(agents.rebuild_with_files, row, files=files))
         agents.record_agent(gw.store, name, target, agents.config_of(row))
     return json_response({"written": len(files)})
 
@@ -104,10 +101,7 @@ async def delete_agent_file(gw: Gateway, req: Request) -> Response:
     agents.protected(path, "delete")
     async with agents.agent_lock(name):
         row = agent_row(gw, req)
-        with mapped_errors():
-            target = await asyncio.to_thread(
-                agents.stage_agent_folder, gw.agents_dir, name,
-                partial(agents.rebuild_without, row, path=path))
+        target = await build_folder(gw, name, partial(agents.rebuild_without, row, path=path))
         agents.record_agent(gw.store, name, target, agents.config_of(row))
     return json_response({"deleted": True})
 

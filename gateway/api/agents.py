@@ -4,6 +4,7 @@ read and change an agent's config."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,15 +66,22 @@ async def deploy_agent(gw: Gateway, req: Request) -> Response:
         build = partial(agents.build_upload, name=name, files=files, config=config,
                         system_prompt=prompt)
     async with agents.agent_lock(name):
-        with mapped_errors():
-            target = await asyncio.to_thread(
-                agents.stage_agent_folder, gw.agents_dir, name, build)
+        target = await build_folder(gw, name, build)
         row = agents.record_agent(gw.store, name, target, config)
     return json_response({"agent": agents.agent_json(row)}, 201)
 
 
 async def list_agents(gw: Gateway, req: Request) -> Response:
     return json_response({"agents": [agents.agent_json(row) for row in gw.store.list_agents()]})
+
+
+async def build_folder(gw: Gateway, name: str, build: Callable[[Path], None]) -> Path:
+    """Agent `name`'s next folder (`agents.stage_agent_folder`), its previous one kept
+    while sessions may have it bound (call with the agent's lock held)."""
+    in_use = gw.store.count_live_sessions_of_agent(name) > 0
+    with mapped_errors():
+        return await asyncio.to_thread(agents.stage_agent_folder, gw.agents_dir, name, build,
+                                       keep_previous=in_use)
 
 
 def agent_row(gw: Gateway, req: Request) -> AgentRow:
@@ -105,10 +113,8 @@ async def change_config(gw: Gateway, req: Request, patch: dict[str, Any]) -> Age
     async with agents.agent_lock(name):
         row = agent_row(gw, req)
         config = agents.merged_config(agents.config_of(row), patch)
-        with mapped_errors():
-            target = await asyncio.to_thread(
-                agents.stage_agent_folder, gw.agents_dir, name,
-                partial(agents.rebuild_with_config, row, config=config))
+        target = await build_folder(
+            gw, name, partial(agents.rebuild_with_config, row, config=config))
         return agents.record_agent(gw.store, name, target, config)
 
 
