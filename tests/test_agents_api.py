@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import create_session, deploy, make_agent_folder, make_client
 from tests.sandbox_helpers import module_gateway, run, running_gateway
+from tests.split_cluster import Cluster
 
 gateway, client = module_gateway("agents")
 
@@ -562,3 +563,23 @@ def test_a_live_session_keeps_its_agent_folder_across_a_change(client, name) -> 
         assert client.delete(f"/api/sessions/{session['id']}").status_code == 200
     assert client.patch(f"/api/agents/{name}/config", json={"a": 1}).status_code == 200
     no_staging_left(agent["path"])
+
+
+def test_a_runner_serves_an_uploaded_agent_and_its_changes(tmp_path) -> None:
+    """Split mode: the runner gets the uploaded folder (readable by the sandbox's user),
+    and after a files write and a PATCH the next session gets the new version."""
+    with Cluster(tmp_path).start() as cluster:
+        cluster.add_runners("r1")
+        with cluster.client() as c:
+            deployed(c, "remote")
+            first = create_session(c, "remote")
+            assert run(c, first["id"], "cat /agent/sub/notes.txt; echo $TOKEN")["stdout"] == \
+                "notes\ns3cret\n"
+            assert c.post("/api/agents/remote/files",
+                          json={"files": upload({"sub/notes.txt": "v2"})}).status_code == 200
+            assert c.patch("/api/agents/remote", json={"env": {"TOKEN": "v3"}}).status_code \
+                == 200
+            later = create_session(c, "remote")
+            assert later["agentVersion"] == 3
+            assert run(c, later["id"], "cat /agent/sub/notes.txt; echo; echo $TOKEN")[
+                "stdout"] == "v2\nv3\n"
