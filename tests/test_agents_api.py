@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -583,3 +584,19 @@ def test_a_runner_serves_an_uploaded_agent_and_its_changes(tmp_path) -> None:
             assert later["agentVersion"] == 3
             assert run(c, later["id"], "cat /agent/sub/notes.txt; echo; echo $TOKEN")[
                 "stdout"] == "v2\nv3\n"
+
+
+def test_concurrent_file_writes_both_land(client, name) -> None:
+    """Each change builds on the folder the previous one left (one change at a time)."""
+    deployed(client, name)
+
+    def write(path: str) -> int:
+        body = {"files": upload({path: path})}
+        return client.post(f"/api/agents/{name}/files", json=body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(write, [f"f{i}.txt" for i in range(8)]))
+    assert statuses == [200] * 8
+    agent = get_agent(client, name)
+    assert agent["version"] == 9
+    assert {f"f{i}.txt" for i in range(8)} <= tree(Path(agent["path"])).keys()

@@ -98,12 +98,13 @@ async def get_agent(gw: Gateway, req: Request) -> Response:
 
 
 async def delete_agent(gw: Gateway, req: Request) -> Response:
-    row = agent_row(gw, req)
-    live = gw.store.count_live_sessions_of_agent(row.name)
-    if live:
-        raise ApiError(409, f"agent {row.name} has {live} live session(s); end them first")
-    gw.store.delete_agent(row.name)
-    await asyncio.to_thread(agents.remove_agent_folder, gw.agents_dir, row.name)
+    async with agents.agent_lock(agent_row(gw, req).name):
+        row = agent_row(gw, req)
+        live = gw.store.count_live_sessions_of_agent(row.name)
+        if live:
+            raise ApiError(409, f"agent {row.name} has {live} live session(s); end them first")
+        gw.store.delete_agent(row.name)
+        await asyncio.to_thread(agents.remove_agent_folder, gw.agents_dir, row.name)
     return json_response({"agent": agents.agent_json(row), "deleted": True})
 
 
