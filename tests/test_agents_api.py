@@ -586,13 +586,15 @@ def test_a_runner_serves_an_uploaded_agent_and_its_changes(tmp_path) -> None:
                 "stdout"] == "v2\nv3\n"
 
 
-def test_concurrent_file_writes_both_land(client, name) -> None:
-    """Each change builds on the folder the previous one left (one change at a time)."""
+def test_concurrent_file_writes_all_land(gateway, client, name) -> None:
+    """Each change builds on the folder the previous one left (one change at a time);
+    the writes come from clients of their own, on connections of their own."""
     deployed(client, name)
 
     def write(path: str) -> int:
-        body = {"files": upload({path: path})}
-        return client.post(f"/api/agents/{name}/files", json=body).status_code
+        with make_client(gateway) as own:
+            body = {"files": upload({path: path})}
+            return own.post(f"/api/agents/{name}/files", json=body).status_code
 
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(write, [f"f{i}.txt" for i in range(8)]))
