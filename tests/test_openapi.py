@@ -123,6 +123,17 @@ def test_real_responses_match_their_declared_schemas(
     call("DELETE", "/api/sessions/{id}", f"/api/sessions/{fork['id']}")
     call("DELETE", "/api/sessions/{id}", base)
     call("DELETE", "/api/agents/{name}", "/api/agents/echo")
+    notes = {"path": "notes.md", "content": base64.b64encode(b"notes").decode()}
+    call("POST", "/api/agents", "/api/agents", json={
+        "name": "uploaded", "systemPrompt": "hi", "env": {"K": "v"}, "files": [notes]})
+    call("PATCH", "/api/agents/{name}", "/api/agents/uploaded", json={"config": {"a": 1}})
+    call("GET", "/api/agents/{name}/config", "/api/agents/uploaded/config")
+    call("PATCH", "/api/agents/{name}/config", "/api/agents/uploaded/config", json={"b": 2})
+    agent_files = "/api/agents/uploaded/files"
+    call("POST", "/api/agents/{name}/files", agent_files, json={"files": [notes]})
+    call("GET", "/api/agents/{name}/files", agent_files)
+    call("GET", "/api/agents/{name}/files/{path+}", f"{agent_files}/notes.md")
+    call("DELETE", "/api/agents/{name}/files/{path+}", f"{agent_files}/notes.md")
     errors = [
         call("GET", "/api/sessions/{id}", "/api/sessions/no-such-session"),
         call("GET", "/api/agents/{name}", "/api/agents/no-such-agent"),

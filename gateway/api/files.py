@@ -19,33 +19,41 @@ runner, restores the edited tree.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import io
 import logging
-import mimetypes
-import os
 import tarfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
+from gateway.api.file_bodies import (
+    JSON_READ_MAX,
+    MAX_FILES_PER_WRITE,
+    MIB,
+    RAW_READ_MAX,
+    decode_base64,
+    decoded_files,
+    env_bytes,
+    file_json,
+    iterate,
+    mapped_errors,
+    path_param,
+    raw_headers,
+    raw_response,
+    read_format,
+    stream_file,
+)
 from gateway.api.operation import JSON, Content, Operation, Param
 from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, Schema, array, obj
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator
 from gateway.http import ApiError, Request, Response, json_response
 from gateway.remote_files import RemoteFiles
+from gateway.timestamps import iso_utc
 from runner.backend import BackendError, SandboxGone
 from runner.local import LocalBackend, WorkspaceAccess
-from runner.safe_walk import WalkLimitError
 from runner.workspace_files import (
-    NotInWorkspace,
-    TooLarge,
-    UnsafePath,
     WriteResult,
     apply_bundle,
     check_bundle,
@@ -59,47 +67,19 @@ from runner.workspace_state import pack_workspace
 
 log = logging.getLogger("ash.gateway")
 
-
-def _env_bytes(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(f"{name} must be a positive number of bytes, not {raw!r}")
-    return int(raw)
-
-
-MIB = 1024 * 1024
-FILES_MAX_BODY = _env_bytes("ASH_FILES_MAX_BODY_BYTES", 200 * MIB)
+FILES_MAX_BODY = env_bytes("ASH_FILES_MAX_BODY_BYTES", 200 * MIB)
 """Body of a files write (base64 in JSON), as the reference allows."""
-WORKSPACE_MAX_BODY = _env_bytes("ASH_WORKSPACE_MAX_BODY_BYTES", 134 * MIB)
+WORKSPACE_MAX_BODY = env_bytes("ASH_WORKSPACE_MAX_BODY_BYTES", 134 * MIB)
 """Body of a workspace upload (a base64 tar.gz in JSON), as the reference allows."""
-JSON_READ_MAX = MIB
-"""Largest file `?format=json` returns."""
-RAW_READ_MAX = 100 * MIB
-"""Largest file `?format=raw` streams."""
-MAX_FILES_PER_WRITE = 500
 NO_WORKSPACE = "No workspace available for this session"
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
 
 
 @contextlib.contextmanager
 def _mapped_errors() -> Any:
-    """The workspace helpers' refusals as the client's errors."""
+    """The workspace helpers' and the runner's refusals as the client's errors."""
     try:
-        yield
-    except UnsafePath as exc:
-        raise ApiError(400, str(exc)) from None
-    except TooLarge as exc:
-        raise ApiError(413, str(exc)) from None
-    except NotInWorkspace as exc:
-        raise ApiError(404, str(exc)) from None
-    except WalkLimitError as exc:
-        raise ApiError(413, str(exc)) from None
+        with mapped_errors():
+            yield
     except SandboxGone:
         raise ApiError(404, NO_WORKSPACE) from None
     except BackendError as exc:
@@ -112,7 +92,7 @@ async def _workspace(gw: Gateway, session_id: str) -> AsyncIterator[WorkspaceAcc
     assert isinstance(gw.backend, LocalBackend)
     try:
         async with gw.backend.open_workspace(session_id) as access:
-            with _mapped_errors():
+            with mapped_errors():
                 yield access
     except SandboxGone:
         raise ApiError(404, NO_WORKSPACE) from None
@@ -176,13 +156,6 @@ def _session_id(gw: Gateway, req: Request) -> str:
     return gw.sessions.get_live(req.path_params["id"]).id
 
 
-def _path_param(req: Request) -> str:
-    path = req.path_params["path"]
-    with _mapped_errors():
-        split_path(path)
-    return path
-
-
 def _include_hidden(req: Request) -> bool:
     value = req.query().get("includeHidden", "false")
     if value not in ("true", "false"):
@@ -209,7 +182,7 @@ async def list_session_files(gw: Gateway, req: Request) -> Response:
             files = await asyncio.to_thread(list_files, access.root, include_hidden=hidden)
             source = "sandbox" if access.live else "snapshot"
     return json_response({
-        "files": [{"path": f.path, "size": f.size, "modifiedAt": _iso(f.mtime)} for f in files],
+        "files": [{"path": f.path, "size": f.size, "modifiedAt": iso_utc(f.mtime)} for f in files],
         "source": source,
     })
 
@@ -223,7 +196,7 @@ def _tar_files(state: bytes, include_hidden: bool) -> list[dict[str, Any]]:
             name = member.name.removeprefix("./")
             if not include_hidden and any(p.startswith(".") for p in name.split("/")):
                 continue
-            files.append({"path": name, "size": member.size, "modifiedAt": _iso(member.mtime)})
+            files.append({"path": name, "size": member.size, "modifiedAt": iso_utc(member.mtime)})
     return files
 
 
@@ -239,10 +212,8 @@ def _tar(state: bytes) -> tarfile.TarFile:
 
 async def read_session_file(gw: Gateway, req: Request) -> Response | None:
     session_id = _session_id(gw, req)
-    path = _path_param(req)
-    form = req.query().get("format", "raw")
-    if form not in ("json", "raw"):
-        raise ApiError(400, "`format` must be json or raw")
+    path = path_param(req)
+    form = read_format(req, "raw")
     limit = JSON_READ_MAX if form == "json" else RAW_READ_MAX
     if not _local(gw):
         remote = _live_files(gw, session_id)
@@ -257,7 +228,8 @@ async def read_session_file(gw: Gateway, req: Request) -> Response | None:
             if form == "json" or opened.size <= MIB:
                 data = await asyncio.to_thread(opened.read_all)
                 return _file_response(req, path, data, form, source)
-            await _stream_file(req, path, opened.size, _async(opened.chunks()), source)
+            await stream_file(req, opened.size, iterate(opened.chunks()),
+                              raw_headers(path, opened.size, _source_header(source)))
             return None
         finally:
             opened.close()
@@ -269,13 +241,9 @@ async def _read_remote(req: Request, remote: RemoteFiles, path: str, form: str,
         opened = await remote.open(path, limit)
         if form == "json" or opened.size <= MIB:
             return _file_response(req, path, await opened.read_all(), form, "sandbox")
-    await _stream_file(req, path, opened.size, opened.chunks, "sandbox")
+    await stream_file(req, opened.size, opened.chunks,
+                      raw_headers(path, opened.size, _source_header("sandbox")))
     return None
-
-
-async def _async(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
 
 
 def _tar_member(state: bytes, path: str, limit: int) -> bytes:
@@ -295,49 +263,14 @@ def _tar_member(state: bytes, path: str, limit: int) -> bytes:
     raise ApiError(404, f"file not found: {path}")
 
 
-def _raw_headers(path: str, size: int, source: str) -> list[tuple[bytes, bytes]]:
-    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    name = path.rsplit("/", 1)[-1]
-    return [
-        (b"content-type", mime.encode()),
-        (b"content-length", str(size).encode()),
-        (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode()),
-        (b"x-ash-source", source.encode()),
-        (b"x-content-type-options", b"nosniff"),
-    ]
+def _source_header(source: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-ash-source", source.encode())]
 
 
 def _file_response(req: Request, path: str, data: bytes, form: str, source: str) -> Response:
     if form == "json":
-        body: dict[str, Any] = {"path": path, "size": len(data), "source": source}
-        try:
-            body["content"] = data.decode("utf-8")
-        except UnicodeDecodeError:
-            body["content"] = base64.b64encode(data).decode()
-            body["encoding"] = "base64"
-        return json_response(body)
-    headers = _raw_headers(path, len(data), source)
-    return Response(200, data, headers[0][1], headers[2:])
-
-
-async def _stream_file(req: Request, path: str, size: int, chunks: AsyncIterator[bytes],
-                       source: str) -> None:
-    await req.send({"type": "http.response.start", "status": 200,
-                    "headers": _raw_headers(path, size, source)})
-    sent = 0
-    try:
-        async for chunk in chunks:
-            sent += len(chunk)
-            await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (BackendError, NotInWorkspace, TooLarge, UnsafePath) as exc:
-        # The runner's stream broke: leave the response unfinished, so the client sees it
-        # cut short (a closed connection) rather than padded.
-        log.warning("read of %r broke off after %d of %d bytes: %s", path, sent, size, exc)
-        return
-    if sent < size:  # shrank while read: keep the promised length
-        await req.send({"type": "http.response.body", "body": bytes(size - sent),
-                        "more_body": True})
-    await req.send({"type": "http.response.body", "body": b""})
+        return json_response({**file_json(path, data), "source": source})
+    return raw_response(path, data, _source_header(source))
 
 
 # write
@@ -345,34 +278,12 @@ async def _stream_file(req: Request, path: str, size: int, chunks: AsyncIterator
 
 def _decoded_files(body: dict[str, Any]) -> list[tuple[str, bytes]]:
     """`files` (and `targetPath`) checked whole: every path safe, every content base64."""
-    files = body.get("files")
-    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES_PER_WRITE:
-        raise ApiError(400, f"`files` must be a list of 1 to {MAX_FILES_PER_WRITE} "
-                            "{path, content} objects")
     target = body.get("targetPath", ".")
     if not isinstance(target, str):
         raise ApiError(400, "`targetPath` must be a string")
-    with _mapped_errors():
+    with mapped_errors():
         prefix = [] if target in ("", ".", "./") else split_path(target)
-    decoded = []
-    for index, item in enumerate(files):
-        if not isinstance(item, dict):
-            raise ApiError(400, f"`files[{index}]` must be an object")
-        path, content = item.get("path"), item.get("content")
-        if not isinstance(path, str) or not path:
-            raise ApiError(400, f"`files[{index}].path` must be a non-empty string")
-        if not isinstance(content, str):
-            raise ApiError(400, f"`files[{index}].content` must be a base64 string")
-        if "mimeType" in item and not isinstance(item["mimeType"], str):
-            raise ApiError(400, f"`files[{index}].mimeType` must be a string")
-        with _mapped_errors():
-            parts = split_path(path)
-        try:
-            data = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(400, f"`files[{index}].content` is not valid base64") from None
-        decoded.append(("/".join([*prefix, *parts]), data))
-    return decoded
+    return decoded_files(body.get("files"), prefix)
 
 
 def _result_json(result: WriteResult) -> dict[str, Any]:
@@ -395,7 +306,7 @@ async def write_session_files(gw: Gateway, req: Request) -> Response:
 
 async def delete_session_file(gw: Gateway, req: Request) -> Response:
     session_id = _session_id(gw, req)
-    path = _path_param(req)
+    path = path_param(req)
     if not _local(gw):
         await _coordinated(gw, session_id, lambda remote: remote.delete(path),
                            lambda root: delete_file(root, path))
@@ -433,11 +344,8 @@ async def upload_workspace(gw: Gateway, req: Request) -> Response:
     bundle = body.get("bundle")
     if not isinstance(bundle, str) or not bundle:
         raise ApiError(400, "`bundle` (a base64 tar.gz) is required")
-    try:
-        archive = base64.b64decode(bundle, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "`bundle` is not valid base64") from None
-    with _mapped_errors():
+    archive = decode_base64(bundle, "`bundle`")
+    with mapped_errors():
         checked = await asyncio.to_thread(check_bundle, archive)
     if gw.sessions.is_busy(session_id):
         raise ApiError(409, "session is busy with a turn; upload the workspace after its done")

@@ -5,12 +5,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.api import agents, docs, events, files, health, logs, messages, runners, sessions
+from gateway.api import (
+    agent_files,
+    agents,
+    docs,
+    events,
+    files,
+    health,
+    logs,
+    messages,
+    runners,
+    sessions,
+)
 from gateway.api.operation import Handler, Operation, path_regex
 
 OPERATIONS: list[Operation] = [
     *health.OPERATIONS,
     *agents.OPERATIONS,
+    *agent_files.OPERATIONS,
     *sessions.OPERATIONS,
     *messages.OPERATIONS,
     *events.OPERATIONS,
