@@ -112,12 +112,33 @@ def test_every_operation_answers_as_declared(
              json={"name": "echo", "path": str(make_agent_folder(tmp_path))})
         call("GET", "/api/agents", "/api/agents")
         call("GET", "/api/agents/{name}", "/api/agents/echo")
+        call("POST", "/api/agents", "/api/agents", json={
+            "name": "uploaded", "systemPrompt": "Be brief.",
+            "files": [{"path": "agent.json", "content": b64(b'{"backend": "mock"}')}]})
+        call("PATCH", "/api/agents/{name}", "/api/agents/uploaded",
+             json={"env": {"TONE": "dry"}})
+        call("GET", "/api/agents/{name}/config", "/api/agents/uploaded/config")
+        patched = call("PATCH", "/api/agents/{name}/config", "/api/agents/uploaded/config",
+                       json={"description": "toured"}).json()["config"]
+        assert patched["description"] == "toured"
+        call("POST", "/api/agents/{name}/files", "/api/agents/uploaded/files",
+             json={"files": [{"path": "notes/tips.md", "content": b64(b"tip")}]})
+        agent_files = call("GET", "/api/agents/{name}/files", "/api/agents/uploaded/files")
+        assert "notes/tips.md" in {f["path"] for f in agent_files.json()["files"]}
+        tip = call("GET", "/api/agents/{name}/files/{path+}",
+                   "/api/agents/uploaded/files/notes/tips.md", params={"format": "json"})
+        assert tip.json()["content"] == "tip"
+        call("DELETE", "/api/agents/{name}/files/{path+}",
+             "/api/agents/uploaded/files/notes/tips.md")
 
         sid = call("POST", "/api/sessions", "/api/sessions",
                    json={"agent": "echo"}).json()["session"]["id"]
         base = f"/api/sessions/{sid}"
         call("GET", "/api/sessions", "/api/sessions")
         call("GET", "/api/sessions/{id}", base)
+        configured = call("PATCH", "/api/sessions/{id}/config", f"{base}/config",
+                          json={"model": "claude-sonnet-4-5"}).json()["session"]
+        assert configured["config"]["model"] == "claude-sonnet-4-5"
         assert tour.turn(sid, "my name is Ada")[-1] == "done"
         assert tour.rejoin(sid) == "session_start"
         call("GET", "/api/sessions/{id}/stream/events", f"{base}/stream/events")
@@ -152,6 +173,7 @@ def test_every_operation_answers_as_declared(
         call("DELETE", "/api/sessions/{id}", f"/api/sessions/{fork['id']}")
         call("DELETE", "/api/sessions/{id}", base)
         call("DELETE", "/api/agents/{name}", "/api/agents/echo")
+        call("DELETE", "/api/agents/{name}", "/api/agents/uploaded")
         runners = call("GET", "/api/runners", "/api/runners").json()["runners"]
         for runner in runners:
             call("POST", "/api/runners/{id}/drain", f"/api/runners/{runner['id']}/drain")
