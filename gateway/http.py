@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from gateway.store import DEFAULT_TENANT
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -30,12 +32,16 @@ class ApiError(Exception):
         self.message = message
 
 
+
 @dataclass(slots=True)
 class Request:
     scope: Scope
     receive: Receive
     send: Send
     path_params: dict[str, str] = field(default_factory=dict)
+    tenant_id: str = DEFAULT_TENANT
+    """The tenant the request's API key belongs to (set by the app once the key is checked);
+    every row a handler reads or writes is this tenant's."""
 
     @property
     def method(self) -> str:
