@@ -278,6 +278,14 @@ def test_patch_env_value_of_stars_keeps_the_stored_value(client, name) -> None:
     assert stored["env"] == {"TOKEN": "s3cret", "B": "b"}
 
 
+def test_patch_with_null_fields_leaves_env_and_config_as_they_are(client, name) -> None:
+    deployed(client, name)
+    response = client.patch(f"/api/agents/{name}", json={"env": None, "config": None})
+    assert response.status_code == 200, response.text
+    stored = json.loads((Path(response.json()["agent"]["path"]) / "agent.json").read_text())
+    assert stored["env"] == {"TOKEN": "s3cret"}
+
+
 BAD_PATCHES: list[tuple[Any, str]] = [
     ({"name": "renamed"}, "unknown"),
     ({"config": [1]}, "config"),
