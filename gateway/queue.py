@@ -205,17 +205,21 @@ class QueueService:
 
     async def _process(self, row: QueueRow) -> None:
         earlier = self._logged_outcome(row)
+        failure: AttemptFailed | None = None
         if earlier is not None and earlier.finished and earlier.status == "ok":
             outcome = earlier  # an earlier attempt's turn finished after all
         else:
             try:
                 row, outcome = await self._attempt(row)
             except AttemptFailed as exc:
-                self._fail(row, exc.message, permanent=exc.permanent)
-                return
-        self._settle(row, outcome)
-        if row.created_session and row.session_id:
-            await self._release_session(row.session_id)
+                failure = exc
+        current = self.store.get_queue_item(row.tenant_id, row.id) or row
+        if current.created_session and current.session_id:
+            await self._release_session(current.session_id)
+        if failure is not None:
+            self._fail(current, failure.message, permanent=failure.permanent)
+        else:
+            self._settle(current, outcome)
 
     async def _attempt(self, row: QueueRow) -> tuple[QueueRow, TurnOutcome]:
         try:
@@ -227,8 +231,6 @@ class QueueService:
                                 permanent=exc.status in PERMANENT_STATUSES) from None
         except BackendError as exc:
             raise AttemptFailed(f"sandbox backend: {exc}") from None
-        feeds = self.sessions.feeds
-        subscriber = feeds.subscribe(session.id)
         try:
             self.sessions.event_log.flush()
             marked = self.store.update_queue_item(
@@ -237,15 +239,9 @@ class QueueService:
             row = marked
             self.sessions.start_turn(session, row.prompt, {})
         except BaseException:
-            feeds.unsubscribe(session.id, subscriber)
             self.sessions.abandon_turn(session.id)
             raise
-        try:
-            while (frames := await subscriber.take()) is not None:
-                if any(frame.type == events.DONE for frame in frames):
-                    break
-        finally:
-            feeds.unsubscribe(session.id, subscriber)
+        await self.sessions.turn_finished(session.id)
         outcome = self._logged_outcome(row)
         assert outcome is not None
         if not outcome.finished:
