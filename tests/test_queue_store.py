@@ -12,8 +12,11 @@ import orjson
 import pytest
 
 from gateway.queue import GATEWAY_STOPPED, QueueService, QueueSettings, turn_outcome
-from gateway.store import Store
+from gateway.store import MIGRATIONS, Store
 from wire import events
+
+QUEUE_MIGRATION = next(n for n, script in enumerate(MIGRATIONS) if "queue_items" in script)
+"""The schema version just before the queue's table."""
 
 
 @pytest.fixture
@@ -147,3 +150,16 @@ def test_a_turn_outcome_carries_its_status_and_error(store: Store) -> None:
     outcome = turn_outcome(store, "s1", 1)
     assert (outcome.finished, outcome.status, outcome.error) == (
         True, "error", "model overloaded")
+
+
+def test_a_database_of_an_earlier_schema_gains_the_queue(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = Store(path)
+    first.insert_session("s1", "echo", 1)
+    first.db.execute("DROP TABLE queue_items")
+    first.db.execute(f"PRAGMA user_version={QUEUE_MIGRATION}")
+    first.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_session("s1") is not None
+    assert enqueue(store, "new").status == "pending"
