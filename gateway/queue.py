@@ -204,11 +204,11 @@ class QueueService:
                 await self._wake.wait()
 
     async def _process(self, row: QueueRow) -> None:
-        earlier = self._logged_outcome(row)
+        # An earlier attempt's turn may have finished after all (split mode: its runner
+        # ran it on while no gateway was attached): then it is not run again.
+        outcome = self._logged_outcome(row)
         failure: AttemptFailed | None = None
-        if earlier is not None and earlier.finished and earlier.status == "ok":
-            outcome = earlier  # an earlier attempt's turn finished after all
-        else:
+        if not (outcome and outcome.finished and outcome.status == "ok"):
             try:
                 row, outcome = await self._attempt(row)
             except AttemptFailed as exc:
@@ -218,7 +218,7 @@ class QueueService:
             await self._release_session(current.session_id)
         if failure is not None:
             self._fail(current, failure.message, permanent=failure.permanent)
-        else:
+        elif outcome is not None:
             self._settle(current, outcome)
 
     async def _attempt(self, row: QueueRow) -> tuple[QueueRow, TurnOutcome]:
@@ -267,7 +267,8 @@ class QueueService:
         try:
             await self.sessions.stop(session_id)
         except (ApiError, BackendError) as exc:
-            log.warning("queue: could not stop session %s after its item: %s", session_id, exc)
+            log.warning("queue: could not stop session %s after its item: %r", session_id,
+                        str(exc))
 
     # settling an attempt
 
@@ -293,7 +294,7 @@ class QueueService:
         if permanent or row.retry_count >= row.max_retries:
             self.store.update_queue_item(row.id, status="failed", error=error,
                                          completed_at=now)
-            log.info("queue item %s failed: %s", row.id, error)
+            log.info("queue item %s failed: %r", row.id, error)
             return
         self.store.update_queue_item(
             row.id, status="pending", error=error, retry_count=row.retry_count + 1,
