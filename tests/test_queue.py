@@ -147,6 +147,24 @@ def test_a_busy_session_is_retried_with_backoff_then_the_item_fails(
     assert queue_client.post(f"/api/sessions/{session['id']}/interrupt").status_code == 200
 
 
+def test_an_interrupted_queued_turn_fails_the_item_without_retries(
+    queue_client: httpx.Client, tmp_path: Path,
+) -> None:
+    deploy(queue_client, "slow", make_agent_folder(tmp_path, "slow", {
+        "backend": "mock", "mock": {"token_interval_ms": 200, "tokens": 50}}))
+    item = enqueue(queue_client, agentName="slow")
+    deadline = time.monotonic() + 30
+    while not (shown := queue_client.get(f"/api/queue/{item['id']}").json()["item"])[
+            "sessionId"] or "text_delta" not in [
+            e["type"] for e in logged_events(queue_client, shown["sessionId"])]:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.05)
+    assert queue_client.post(f"/api/sessions/{shown['sessionId']}/interrupt").status_code == 200
+    settled = wait_until_settled(queue_client, item["id"])
+    assert (settled["status"], settled["retryCount"]) == ("failed", 0)
+    assert "interrupted" in settled["error"]
+
+
 def test_an_item_whose_session_ended_fails_without_retries(tmp_path: Path) -> None:
     data = tmp_path / "data"
     gateway = start_gateway(data, "--queue-concurrency", "0")
