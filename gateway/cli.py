@@ -14,12 +14,13 @@ from pathlib import Path
 
 import uvloop
 
-from gateway import agents, coordinator_cli, servers
+from gateway import agents, coordinator_cli, queue_cli, servers
 from gateway.app import GatewayApp
 from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
 from gateway.event_log import EventLog
+from gateway.queue import QueueSettings
 from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
@@ -67,6 +68,7 @@ class GatewayConfig:
     """Standalone mode: most live sandboxes at once, warm-pool ones included."""
     request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
     request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
 
 def _env_flag(name: str) -> bool:
@@ -132,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "included; a session create beyond it gets 503 "
                         f"({MAX_SANDBOXES_ENV}, default {DEFAULT_MAX_SANDBOXES})")
     coordinator_cli.add_arguments(parser)
+    queue_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_sandboxes < 1:
         parser.error("--max-sandboxes must be at least 1")
@@ -163,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
         request_head_timeout=args.request_head_timeout,
         request_body_timeout=args.request_body_timeout,
+        queue=queue_cli.settings_from_args(args, parser),
     )
 
 
@@ -193,6 +197,7 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
     gateway = Gateway(store, backend, sessions, event_log, agents_dir, mode=config.mode,
                       stream_settings=config.stream,
                       event_retention_seconds=config.event_retention_days * 86400,
+                      queue_settings=config.queue,
                       sandbox=backend.sandbox_status()
                       if isinstance(backend, LocalBackend) else None)
     return gateway, ApiKeyCheck(key_hash), new_key

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.event_log import EventLog
+from gateway.queue import QueueService, QueueSettings
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
@@ -35,10 +36,16 @@ class Gateway:
     event_retention_seconds: float = 7 * 86400
     sandbox: dict[str, Any] | None = None
     """How local sandboxes are isolated (standalone mode), as /health shows it."""
+    queue_settings: QueueSettings = field(default_factory=QueueSettings)
+    queue: QueueService = field(init=False)
     _sweeper: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.queue = QueueService(self.store, self.sessions, self.queue_settings)
 
     def start_background_work(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self.queue.start()
 
     async def _sweep_forever(self) -> None:
         """Drop the event logs of sessions that ended longer ago than the retention."""
@@ -52,6 +59,7 @@ class Gateway:
         """Stop sandboxes (workspaces kept for cold resume), flush the log, close the db."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.queue.close()
         await self.backend.close()
         # Stopping the sandboxes ends running turns (an error event, then done); let
         # their producers log that before the log is flushed for the last time.

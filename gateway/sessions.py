@@ -538,6 +538,13 @@ class SessionService:
         self.event_log.flush()
         return subscriber, self._last_seq.get(session_id, row.last_event_seq)
 
+    async def turn_finished(self, session_id: str) -> None:
+        """Wait until the session's running turn, if any, is over (its `done` logged, the
+        session no longer busy); cancelling the wait leaves the turn running."""
+        task = self._turns.get(session_id)
+        if task is not None:
+            await asyncio.wait([task])
+
     async def wait_for_turns(self) -> None:
         """Let running turns finish (used at shutdown, bounded by the caller)."""
         if self._turns:

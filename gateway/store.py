@@ -111,6 +111,32 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The session's own agent options (wire/session_config.py), as JSON; a fork copies them.
     "ALTER TABLE sessions ADD COLUMN config TEXT NOT NULL DEFAULT '{}';",
+    # Prompts queued for the gateway's queue workers (gateway/queue.py). `turn_after` is the
+    # session's last logged event id when an attempt's turn began: that turn's
+    # `session_start` is the first after it, so a restart reads from the log whether the
+    # turn finished. `created_session`: the worker created the session (and stops it after).
+    """
+    CREATE TABLE queue_items (
+        id               TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL,
+        session_id       TEXT,
+        agent_name       TEXT NOT NULL,
+        prompt           TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        priority         INTEGER NOT NULL,
+        retry_count      INTEGER NOT NULL DEFAULT 0,
+        max_retries      INTEGER NOT NULL,
+        error            TEXT,
+        created_at       REAL NOT NULL,
+        started_at       REAL,
+        completed_at     REAL,
+        next_attempt_at  REAL NOT NULL,
+        turn_after       INTEGER,
+        created_session  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX queue_items_ready ON queue_items (status, priority DESC, created_at);
+    CREATE INDEX queue_items_by_tenant ON queue_items (tenant_id, created_at);
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
@@ -183,6 +209,31 @@ class RunnerRow:
     last_heartbeat: float
 
 
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    id: str
+    tenant_id: str
+    session_id: str | None
+    agent_name: str
+    prompt: str
+    status: str
+    priority: int
+    retry_count: int
+    max_retries: int
+    error: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    next_attempt_at: float
+    turn_after: int | None
+    created_session: int
+
+
+_QUEUE_COLUMNS = (
+    "id, tenant_id, session_id, agent_name, prompt, status, priority, retry_count, "
+    "max_retries, error, created_at, started_at, completed_at, next_attempt_at, turn_after, "
+    "created_session"
+)
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
     "created_at, updated_at, seq_reserved, runner_hint, parent_session_id, config"
@@ -528,3 +579,89 @@ class Store:
                 (now, runner_id),
             )
         return paused
+
+    # queue (gateway/queue.py): every route's query names its tenant; the workers' do not
+
+    def insert_queue_item(self, item_id: str, tenant_id: str, agent_name: str, prompt: str,
+                          session_id: str | None, priority: int,
+                          max_retries: int) -> QueueRow:
+        now = time.time()
+        row = self.db.execute(
+            f"INSERT INTO queue_items (id, tenant_id, session_id, agent_name, prompt, status, "
+            f"priority, max_retries, created_at, next_attempt_at) "
+            f"VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING {_QUEUE_COLUMNS}",
+            (item_id, tenant_id, session_id, agent_name, prompt, priority, max_retries, now,
+             now),
+        ).fetchone()
+        return QueueRow(*row)
+
+    def get_queue_item(self, tenant_id: str, item_id: str) -> QueueRow | None:
+        row = self.db.execute(
+            f"SELECT {_QUEUE_COLUMNS} FROM queue_items WHERE id = ? AND tenant_id = ?",
+            (item_id, tenant_id),
+        ).fetchone()
+        return QueueRow(*row) if row else None
+
+    def list_queue_items(self, tenant_id: str, status: str | None,
+                         limit: int) -> list[QueueRow]:
+        """The tenant's items, newest first."""
+        clause = "AND status = ?" if status is not None else ""
+        params: tuple[Any, ...] = (tenant_id, status) if status is not None else (tenant_id,)
+        rows = self.db.execute(
+            f"SELECT {_QUEUE_COLUMNS} FROM queue_items WHERE tenant_id = ? {clause} "
+            f"ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [QueueRow(*row) for row in rows]
+
+    def count_queue_items_by_status(self, tenant_id: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT status, count(*) FROM queue_items WHERE tenant_id = ? GROUP BY status",
+            (tenant_id,),
+        )
+        return {status: count for status, count in rows}
+
+    def cancel_queue_item(self, tenant_id: str, item_id: str) -> QueueRow | None:
+        """Cancel the item if it is still pending; None when it is not (or is not there)."""
+        row = self.db.execute(
+            f"UPDATE queue_items SET status = 'cancelled', completed_at = ? "
+            f"WHERE id = ? AND tenant_id = ? AND status = 'pending' RETURNING {_QUEUE_COLUMNS}",
+            (time.time(), item_id, tenant_id),
+        ).fetchone()
+        return QueueRow(*row) if row else None
+
+    def claim_queue_item(self, now: float) -> QueueRow | None:
+        """Take the next due pending item (highest priority, then oldest) and mark it
+        processing, in one statement: two workers never claim the same item."""
+        row = self.db.execute(
+            f"UPDATE queue_items SET status = 'processing', started_at = ? "
+            f"WHERE rowid = (SELECT rowid FROM queue_items "
+            f"WHERE status = 'pending' AND next_attempt_at <= ? "
+            f"ORDER BY priority DESC, created_at, rowid LIMIT 1) AND status = 'pending' "
+            f"RETURNING {_QUEUE_COLUMNS}",
+            (now, now),
+        ).fetchone()
+        return QueueRow(*row) if row else None
+
+    def update_queue_item(self, item_id: str, **fields: Any) -> QueueRow | None:
+        """Set the given columns of an item a worker holds (status `processing`)."""
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        row = self.db.execute(
+            f"UPDATE queue_items SET {assignments} WHERE id = ? AND status = 'processing' "
+            f"RETURNING {_QUEUE_COLUMNS}",
+            (*fields.values(), item_id),
+        ).fetchone()
+        return QueueRow(*row) if row else None
+
+    def processing_queue_items(self) -> list[QueueRow]:
+        rows = self.db.execute(
+            f"SELECT {_QUEUE_COLUMNS} FROM queue_items WHERE status = 'processing' "
+            f"ORDER BY created_at, rowid"
+        )
+        return [QueueRow(*row) for row in rows]
+
+    def next_queue_attempt_at(self) -> float | None:
+        """When the soonest pending item is due (None: nothing pending)."""
+        return self.db.execute(
+            "SELECT min(next_attempt_at) FROM queue_items WHERE status = 'pending'"
+        ).fetchone()[0]

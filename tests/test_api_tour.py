@@ -8,6 +8,7 @@ import base64
 import gzip
 import io
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,38 @@ def workspace_bundle(files: dict[str, bytes]) -> str:
     return b64(buffer.getvalue())
 
 
+def tour_queue(tour: Tour) -> None:
+    """A queued prompt run in a new session; another, for a session kept busy by a long
+    turn, waits for its retry and is cancelled. Both sessions are ended after."""
+    call, client = tour.call, tour.client
+    done = call("POST", "/api/queue", "/api/queue",
+                json={"agentName": "echo", "prompt": "queued", "priority": 1}).json()["item"]
+    busy = client.post("/api/sessions", json={"agent": "echo"}).json()["session"]["id"]
+    with client.stream("POST", f"/api/sessions/{busy}/messages", json={
+            "content": "slow", "options": {"tokenIntervalMs": 200, "tokens": 100}}) as turn:
+        next(turn.iter_raw())  # the turn goes on without its client
+    waiting = call("POST", "/api/queue", "/api/queue", json={
+        "agentName": "echo", "prompt": "later", "sessionId": busy}).json()["item"]
+    deadline = time.monotonic() + 30
+    while (call("GET", "/api/queue/{id}", f"/api/queue/{waiting['id']}").json()["item"]
+           ["retryCount"]) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cancelled = call("DELETE", "/api/queue/{id}", f"/api/queue/{waiting['id']}").json()
+    assert cancelled["item"]["status"] == "cancelled"
+    client.post(f"/api/sessions/{busy}/interrupt")
+    while (item := call("GET", "/api/queue/{id}", f"/api/queue/{done['id']}")
+           .json()["item"])["status"] != "completed":
+        assert time.monotonic() < deadline, item
+        time.sleep(0.05)
+    listed = call("GET", "/api/queue", "/api/queue", params={"status": "cancelled"}).json()
+    assert [i["id"] for i in listed["items"]] == [waiting["id"]]
+    stats = call("GET", "/api/queue/stats", "/api/queue/stats").json()["stats"]
+    assert (stats["completed"], stats["cancelled"]) == (1, 1)
+    for session_id in (busy, item["sessionId"]):
+        assert client.delete(f"/api/sessions/{session_id}").status_code == 200
+
+
 @pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/2"])
 def test_every_operation_answers_as_declared(
     gateway_of_mode: GatewayProcess, tmp_path: Path, protocol: str,
@@ -165,6 +198,8 @@ def test_every_operation_answers_as_declared(
         archive = call("GET", "/api/sessions/{id}/workspace", f"{base}/workspace")
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive.content))) as tar:
             assert tar.extractfile("restored.txt").read() == b"back"
+
+        tour_queue(tour)
 
         call("POST", "/api/sessions/{id}/pause", f"{base}/pause")
         call("POST", "/api/sessions/{id}/resume", f"{base}/resume")

@@ -14,6 +14,7 @@ from gateway.api import (
     health,
     logs,
     messages,
+    queue,
     runners,
     sessions,
 )
@@ -28,6 +29,7 @@ OPERATIONS: list[Operation] = [
     *events.OPERATIONS,
     *logs.OPERATIONS,
     *files.OPERATIONS,
+    *queue.OPERATIONS,
     *runners.OPERATIONS,
     *docs.OPERATIONS,
 ]
