@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.api import (
     agent_files,
     agents,
+    attachments,
     docs,
     events,
     files,
@@ -16,6 +17,7 @@ from gateway.api import (
     messages,
     runners,
     sessions,
+    usage,
 )
 from gateway.api.operation import Handler, Operation, path_regex
 
@@ -28,6 +30,8 @@ OPERATIONS: list[Operation] = [
     *events.OPERATIONS,
     *logs.OPERATIONS,
     *files.OPERATIONS,
+    *attachments.OPERATIONS,
+    *usage.OPERATIONS,
     *runners.OPERATIONS,
     *docs.OPERATIONS,
 ]
