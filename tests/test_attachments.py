@@ -183,6 +183,8 @@ def test_a_bad_filename_is_400_and_stores_nothing(
     {"filename": "a.txt", "content": "eA==", "mimeType": "text/plain\r\nX-Evil: 1"},
     {"filename": "a.txt", "content": "eA==", "messageId": "not-a-uuid"},
     {"filename": "a.txt", "content": "eA==", "messageId": 12},
+    {"filename": "a.txt", "content": "eA==", "messageId": None},
+    {"filename": "a.txt", "content": "eA==", "mimeType": None},
 ])
 def test_bad_fields_are_400_and_store_nothing(
     client: httpx.Client, sid: str, body: dict[str, Any],

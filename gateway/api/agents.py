@@ -126,10 +126,10 @@ async def patch_agent(gw: Gateway, req: Request) -> Response:
     unknown = sorted(set(body) - {"env", "config"})
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(unknown)} (expected env, config)")
-    patch = body.get("config") if body.get("config") is not None else {}
+    patch = body.get("config", {})
     if not isinstance(patch, dict):
         raise ApiError(400, "`config` must be an object")
-    if body.get("env") is not None:
+    if "env" in body:
         patch = {**patch, "env": agents.check_env(body["env"])}
     row = await change_config(gw, req, patch)
     return json_response({"agent": agents.agent_json(row)})

@@ -30,7 +30,6 @@ from gateway.http import (
     Request,
     Response,
     json_response,
-    string_field,
 )
 from gateway.store import AttachmentRow
 from gateway.timestamps import iso_utc
@@ -82,8 +81,15 @@ def check_filename(value: Any) -> str:
     return value
 
 
+def _optional_string(body: dict[str, Any], name: str) -> str | None:
+    """A field that may be left out, but is a string when given (null is not one)."""
+    if name in body and not isinstance(body[name], str):
+        raise ApiError(400, f"`{name}` must be a string")
+    return body.get(name)
+
+
 def _mime_type(body: dict[str, Any]) -> str:
-    value = string_field(body, "mimeType", required=False)
+    value = _optional_string(body, "mimeType")
     if value is None:
         return OCTET_STREAM
     if not value.strip() or len(value) > MAX_MIME_TYPE or _CONTROL.search(value):
@@ -92,7 +98,7 @@ def _mime_type(body: dict[str, Any]) -> str:
 
 
 def _message_id(body: dict[str, Any]) -> str:
-    value = string_field(body, "messageId", required=False)
+    value = _optional_string(body, "messageId")
     if value is None:
         return UNLINKED
     if not _UUID.fullmatch(value):
