@@ -309,6 +309,8 @@ class RecordedRequest:
     failure: str | None = None
     disconnected: bool = False
     """The client went away before the response was complete."""
+    usage: dict[str, int] | None = None
+    """The usage the response reported (its final figures), once it was sent whole."""
 
 
 class BadRequest(ValueError):
@@ -424,6 +426,7 @@ class ModelStub:
                 await _start_json(send, 200, orjson.dumps(payload))
                 return  # headers promise a body that never comes: the connection drops
             await _json(send, 200, payload)
+            record.usage = payload["usage"]
             return
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -447,6 +450,7 @@ class ModelStub:
                     record.first_token_at = time.time()
             await _chunk(send, frame.data)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        record.usage = _usage(input_tokens, tokens)
 
     async def _control(self, method: str, path: str, body: bytes, send: Send) -> None:
         try:

@@ -3,15 +3,16 @@
 Events are appended in memory and written to SQLite in batches: on a short
 timer, and synchronously by `flush()` before a turn's `done` is sent, so the
 hot path never waits for a disk write per event but a finished turn is durable.
+A finished turn's usage (`gateway.usage`) rides the same batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from gateway.store import Store
+from gateway.store import Store, UsageRow
 
 DEFAULT_FLUSH_INTERVAL = 0.05
 
@@ -23,6 +24,7 @@ class EventLog:
         self._pending: list[tuple[str, int, str, bytes, float]] = []
         self._last_seq: dict[str, int] = {}
         self._last_hint: dict[str, int] = {}
+        self._usage: list[UsageRow] = []
         self._timer: asyncio.TimerHandle | None = None
         self.on_flushed: Callable[[dict[str, int]], None] | None = None
         """Told, after each write, each session's last runner hint it made durable."""
@@ -36,15 +38,19 @@ class EventLog:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._flush_interval, self.flush)
 
+    def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Usage rows to write with the next batch (the one that logs the turn's end)."""
+        self._usage.extend(rows)
+
     def flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
+        if not self._pending and not self._usage:
             return
         hints = self._last_hint
-        self._store.append_events(self._pending, self._last_seq, hints)
-        self._pending, self._last_seq, self._last_hint = [], {}, {}
+        self._store.append_events(self._pending, self._last_seq, hints, self._usage)
+        self._pending, self._last_seq, self._last_hint, self._usage = [], {}, {}, []
         if hints and self.on_flushed is not None:
             self.on_flushed(hints)
 

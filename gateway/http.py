@@ -21,6 +21,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 1024 * 1024
+NO_CONTENT = 204
+"""A status sent without a body or the headers that describe one."""
 
 
 class ApiError(Exception):
@@ -100,11 +102,11 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def __call__(self, send: Send) -> None:
-        headers = [
+        headers = [] if self.status == NO_CONTENT else [
             (b"content-type", self.content_type),
             (b"content-length", str(len(self.body)).encode()),
-            *self.headers,
         ]
+        headers += self.headers
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 

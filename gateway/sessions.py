@@ -31,6 +31,7 @@ from gateway.http import ApiError
 from gateway.live import Feeds, Frame, Subscriber
 from gateway.store import DEFAULT_TENANT, SessionRow, Store
 from gateway.timestamps import iso_utc
+from gateway.usage import TurnMeter
 from runner import timing
 from runner.backend import (
     AgentSpec,
@@ -470,7 +471,8 @@ class SessionService:
                        prompt: bytes | None = None) -> None:
         """Sequence, log and publish each event; the log is durable before `done` goes out.
 
-        `prompt`, the turn's user message, is recorded under the id of its `session_start`.
+        `prompt`, the turn's user message, is recorded under the id of its `session_start`,
+        and the turn's usage (`gateway.usage`) in the batch that logs its `done`.
 
         Publishing waits while a subscriber is full, so a slow reader slows the agent.
         An event from a runner carries its hint; one the gateway made up amid them
@@ -483,6 +485,7 @@ class SessionService:
         finished = False
         from_runner = False
         first = True
+        meter = TurnMeter()
         try:
             async for event in source:
                 renumbered = session_id not in self._last_seq
@@ -492,8 +495,11 @@ class SessionService:
                 except ValueError:
                     event = replace_forged(session_id, seq, event)
                     encoded = sse.encode_event(seq, event.type, event.data)
+                meter.observe(event)
                 self.event_log.append(session_id, seq, event.type, event.data, event.hint)
                 if event.type == events.DONE:
+                    self.event_log.record_usage(meter.rows(row))
+                    meter = TurnMeter()
                     self.event_log.flush()
                     self._finish_turn(row)
                 elif event.type == events.SESSION_START:

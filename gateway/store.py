@@ -137,6 +137,38 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_items_ready ON queue_items (status, priority DESC, created_at);
     CREATE INDEX queue_items_by_tenant ON queue_items (tenant_id, created_at);
     """,
+    # Usage metering (GET /api/usage): a row per figure of a finished turn (tokens, tool
+    # calls, one message, compute seconds), written in the batch that logs the turn's end.
+    # NUMERIC keeps token counts integers and compute seconds fractional.
+    """
+    CREATE TABLE usage_events (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        session_id  TEXT NOT NULL,
+        agent_name  TEXT NOT NULL,
+        event_type  TEXT NOT NULL,
+        value       NUMERIC NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX usage_by_tenant ON usage_events (tenant_id, created_at);
+    CREATE INDEX usage_by_session ON usage_events (tenant_id, session_id, created_at);
+    """,
+    # Attachments (POST /api/sessions/{id}/attachments): metadata and the bytes, kept by the
+    # gateway so a download works once the session's sandbox is gone.
+    """
+    CREATE TABLE attachments (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        session_id  TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        filename    TEXT NOT NULL,
+        mime_type   TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        data        BLOB NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX attachments_by_session ON attachments (tenant_id, session_id, created_at);
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
@@ -234,11 +266,65 @@ _QUEUE_COLUMNS = (
     "max_retries, error, created_at, started_at, completed_at, next_attempt_at, turn_after, "
     "created_session"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One usage figure of a turn (`gateway.usage`)."""
+
+    id: str
+    tenant_id: str
+    session_id: str
+    agent_name: str
+    event_type: str
+    value: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which usage rows a query covers; None leaves a bound open."""
+
+    tenant_id: str
+    session_id: str | None = None
+    agent_name: str | None = None
+    after: float | None = None
+    before: float | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = ["tenant_id = ?"], [self.tenant_id]
+        for clause, value in (("session_id = ?", self.session_id),
+                              ("agent_name = ?", self.agent_name),
+                              ("created_at > ?", self.after),
+                              ("created_at < ?", self.before)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRow:
+    """An attachment's metadata (its bytes are read apart: `attachment_data`)."""
+
+    id: str
+    tenant_id: str
+    session_id: str
+    message_id: str
+    filename: str
+    mime_type: str
+    size: int
+    created_at: float
+
+
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
     "created_at, updated_at, seq_reserved, runner_hint, parent_session_id, config"
 )
 _AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id"
+_ATTACHMENT_COLUMNS = (
+    "id, tenant_id, session_id, message_id, filename, mime_type, size, created_at"
+)
 _RUNNER_COLUMNS = (
     "id, host, port, max_sandboxes, active, warming, status, registered_at, last_heartbeat"
 )
@@ -450,8 +536,10 @@ class Store:
 
     def append_events(self, rows: Sequence[tuple[str, int, str, bytes, float]],
                       last_seq_by_session: dict[str, int],
-                      last_hint_by_session: dict[str, int] | None = None) -> None:
-        """Write a batch of events and advance each session's cursors, in one transaction."""
+                      last_hint_by_session: dict[str, int] | None = None,
+                      usage: Sequence[UsageRow] = ()) -> None:
+        """Write a batch of events (and the usage of the turns it ends) and advance each
+        session's cursors, in one transaction."""
         with self.db:
             self.db.executemany(
                 "INSERT INTO events (session_id, seq, type, data, created_at) "
@@ -467,6 +555,8 @@ class Store:
                     "UPDATE sessions SET runner_hint = ? WHERE id = ?",
                     [(hint, sid) for sid, hint in last_hint_by_session.items()],
                 )
+            if usage:
+                self._insert_usage(usage)
 
     def events_after(self, session_id: str, after: int, limit: int) -> list[EventRow]:
         rows = self.db.execute(
@@ -665,3 +755,66 @@ class Store:
         return self.db.execute(
             "SELECT min(next_attempt_at) FROM queue_items WHERE status = 'pending'"
         ).fetchone()[0]
+
+    # usage and attachments
+
+    def _insert_usage(self, rows: Sequence[UsageRow]) -> None:
+        self.db.executemany(
+            "INSERT INTO usage_events (id, tenant_id, session_id, agent_name, event_type, "
+            "value, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.id, r.tenant_id, r.session_id, r.agent_name, r.event_type, r.value,
+              r.created_at) for r in rows],
+        )
+
+    def list_usage(self, where: UsageFilter, limit: int) -> list[UsageRow]:
+        """The newest `limit` usage rows `where` covers, newest first."""
+        clause, params = where.where()
+        rows = self.db.execute(
+            f"SELECT id, tenant_id, session_id, agent_name, event_type, value, created_at "
+            f"FROM usage_events WHERE {clause} ORDER BY created_at DESC, id LIMIT ?",
+            (*params, limit),
+        )
+        return [UsageRow(*row) for row in rows]
+
+    def usage_totals(self, where: UsageFilter) -> dict[str, float]:
+        """Each usage type's sum over the rows `where` covers."""
+        clause, params = where.where()
+        rows = self.db.execute(
+            f"SELECT event_type, sum(value) FROM usage_events WHERE {clause} "
+            f"GROUP BY event_type", params)
+        return {event_type: total for event_type, total in rows}
+
+    def insert_attachment(self, row: AttachmentRow, data: bytes) -> None:
+        self.db.execute(
+            "INSERT INTO attachments (id, tenant_id, session_id, message_id, filename, "
+            "mime_type, size, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.id, row.tenant_id, row.session_id, row.message_id, row.filename,
+             row.mime_type, row.size, data, row.created_at),
+        )
+
+    def list_attachments(self, tenant_id: str, session_id: str) -> list[AttachmentRow]:
+        rows = self.db.execute(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments "
+            f"WHERE tenant_id = ? AND session_id = ? ORDER BY created_at, id",
+            (tenant_id, session_id),
+        )
+        return [AttachmentRow(*row) for row in rows]
+
+    def get_attachment(self, tenant_id: str, attachment_id: str) -> AttachmentRow | None:
+        row = self.db.execute(
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE tenant_id = ? AND id = ?",
+            (tenant_id, attachment_id),
+        ).fetchone()
+        return AttachmentRow(*row) if row else None
+
+    def attachment_data(self, tenant_id: str, attachment_id: str) -> bytes | None:
+        row = self.db.execute(
+            "SELECT data FROM attachments WHERE tenant_id = ? AND id = ?",
+            (tenant_id, attachment_id),
+        ).fetchone()
+        return row[0] if row else None
+
+    def delete_attachment(self, tenant_id: str, attachment_id: str) -> bool:
+        self.db.execute("DELETE FROM attachments WHERE tenant_id = ? AND id = ?",
+                        (tenant_id, attachment_id))
+        return self.db.changes() > 0

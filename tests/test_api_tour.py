@@ -40,7 +40,7 @@ class Tour:
         assert response.http_version == self.protocol
         assert response.is_success, (method, path, response.status_code, response.text)
         self.called.add((method, template))
-        if response.headers["content-type"].startswith(JSON):
+        if response.headers.get("content-type", "").startswith(JSON):
             check(self.document, method, template, response)
         return response
 
@@ -200,6 +200,26 @@ def test_every_operation_answers_as_declared(
             assert tar.extractfile("restored.txt").read() == b"back"
 
         tour_queue(tour)
+        attachment = call("POST", "/api/sessions/{id}/attachments", f"{base}/attachments",
+                          json={"filename": "brief.txt", "content": b64(b"attached"),
+                                "mimeType": "text/plain"}).json()["attachment"]
+        seen = call("POST", "/api/sessions/{id}/exec", f"{base}/exec",
+                    json={"command": f"cat {attachment['path']}"}).json()
+        assert seen["stdout"] == "attached"
+        listed = call("GET", "/api/sessions/{id}/attachments", f"{base}/attachments").json()
+        assert [a["id"] for a in listed["attachments"]] == [attachment["id"]]
+        download = call("GET", "/api/attachments/{id}", f"/api/attachments/{attachment['id']}")
+        assert (download.content, download.headers["x-content-type-options"]) == (
+            b"attached", "nosniff")
+        call("DELETE", "/api/attachments/{id}", f"/api/attachments/{attachment['id']}")
+        usage = call("GET", "/api/usage", "/api/usage", params={"sessionId": sid}).json()
+        assert "message" in {event["eventType"] for event in usage["events"]}
+        totals = call("GET", "/api/usage/stats", "/api/usage/stats",
+                      params={"agentName": "echo"}).json()["stats"]
+        assert totals["totalMessages"] == 1
+        analytics = call("GET", "/api/analytics", "/api/analytics",
+                         params={"after": "2000-01-01T00:00:00Z"}).json()
+        assert analytics["usage"]["totalMessages"] == 1
 
         call("POST", "/api/sessions/{id}/pause", f"{base}/pause")
         call("POST", "/api/sessions/{id}/resume", f"{base}/resume")

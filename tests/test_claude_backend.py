@@ -199,6 +199,25 @@ def test_write_tool_call_creates_the_file_and_streams_tool_events(
     assert events[-1].data["status"] == "ok"
 
 
+def test_usage_after_a_turn_equals_what_the_stub_reported(
+    client: httpx.Client, sid: str, stub: StubProcess
+) -> None:
+    send_message(client, sid, "WRITE_FILE metered.txt two model calls")
+    reported = [call["usage"] for call in agent_calls(stub)]
+    assert len(reported) == 2  # the tool call, then the reply after its result
+    response = client.get("/api/usage/stats", params={"sessionId": sid})
+    assert response.status_code == 200, response.text
+    stats = response.json()["stats"]
+    for field, name in (("totalInputTokens", "input_tokens"),
+                        ("totalOutputTokens", "output_tokens"),
+                        ("totalCacheCreationTokens", "cache_creation_input_tokens"),
+                        ("totalCacheReadTokens", "cache_read_input_tokens")):
+        assert stats[field] == sum(usage[name] for usage in reported), field
+    assert stats["totalInputTokens"] > 0 and stats["totalOutputTokens"] > 0
+    assert (stats["totalToolCalls"], stats["totalMessages"]) == (1, 1)
+    assert stats["totalComputeSeconds"] > 0
+
+
 def test_bash_tool_call_runs_in_the_workspace(client: httpx.Client, sid: str) -> None:
     events = send_message(client, sid, "RUN_BASH echo from-bash > bash.txt && cat bash.txt")
     [tool_use] = of_type(events, "tool_use")

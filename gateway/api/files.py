@@ -292,15 +292,22 @@ def _result_json(result: WriteResult) -> dict[str, Any]:
     return {"path": result.path, "written": False, "error": result.error}
 
 
-async def write_session_files(gw: Gateway, req: Request) -> Response:
-    session_id = _session_id(gw, req)
-    files = _decoded_files(await req.json_object(FILES_MAX_BODY))
+async def write_workspace_files(gw: Gateway, session_id: str,
+                                files: list[tuple[str, bytes]]) -> list[WriteResult]:
+    """Write checked `(path, bytes)` pairs into the session's workspace, wherever it is
+    (also what an attachment's upload places in it)."""
     if not _local(gw):
         results, _ = await _coordinated(gw, session_id, lambda remote: remote.write(files),
                                         lambda root: write_files(root, files, None))
-    else:
-        async with _workspace(gw, session_id) as access:
-            results = await asyncio.to_thread(write_files, access.root, files, access.owner)
+        return results
+    async with _workspace(gw, session_id) as access:
+        return await asyncio.to_thread(write_files, access.root, files, access.owner)
+
+
+async def write_session_files(gw: Gateway, req: Request) -> Response:
+    session_id = _session_id(gw, req)
+    files = _decoded_files(await req.json_object(FILES_MAX_BODY))
+    results = await write_workspace_files(gw, session_id, files)
     return json_response({"files": [_result_json(result) for result in results]})
 
 

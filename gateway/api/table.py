@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.api import (
     agent_files,
     agents,
+    attachments,
     docs,
     events,
     files,
@@ -17,6 +18,7 @@ from gateway.api import (
     queue,
     runners,
     sessions,
+    usage,
 )
 from gateway.api.operation import Handler, Operation, path_regex
 
@@ -30,6 +32,8 @@ OPERATIONS: list[Operation] = [
     *logs.OPERATIONS,
     *files.OPERATIONS,
     *queue.OPERATIONS,
+    *attachments.OPERATIONS,
+    *usage.OPERATIONS,
     *runners.OPERATIONS,
     *docs.OPERATIONS,
 ]
