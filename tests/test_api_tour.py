@@ -215,11 +215,11 @@ def test_every_operation_answers_as_declared(
         usage = call("GET", "/api/usage", "/api/usage", params={"sessionId": sid}).json()
         assert "message" in {event["eventType"] for event in usage["events"]}
         totals = call("GET", "/api/usage/stats", "/api/usage/stats",
-                      params={"agentName": "echo"}).json()["stats"]
+                      params={"agentName": "echo", "sessionId": sid}).json()["stats"]
         assert totals["totalMessages"] == 1
         analytics = call("GET", "/api/analytics", "/api/analytics",
                          params={"after": "2000-01-01T00:00:00Z"}).json()
-        assert analytics["usage"]["totalMessages"] == 1
+        assert analytics["usage"]["totalMessages"] >= totals["totalMessages"]
 
         call("POST", "/api/sessions/{id}/pause", f"{base}/pause")
         call("POST", "/api/sessions/{id}/resume", f"{base}/resume")
