@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.auth import KeyRing
 from gateway.event_log import EventLog
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
@@ -35,6 +36,8 @@ class Gateway:
     event_retention_seconds: float = 7 * 86400
     sandbox: dict[str, Any] | None = None
     """How local sandboxes are isolated (standalone mode), as /health shows it."""
+    keys: KeyRing | None = None
+    """The API keys (`gateway.auth`): the /api/api-keys routes manage them."""
     _sweeper: asyncio.Task[None] | None = None
 
     def start_background_work(self) -> None:

@@ -21,6 +21,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 1024 * 1024
+NO_CONTENT = 204
 
 
 class ApiError(Exception):
@@ -32,7 +33,6 @@ class ApiError(Exception):
         self.message = message
 
 
-
 @dataclass(slots=True)
 class Request:
     scope: Scope
@@ -42,6 +42,8 @@ class Request:
     tenant_id: str = DEFAULT_TENANT
     """The tenant the request's API key belongs to (set by the app once the key is checked);
     every row a handler reads or writes is this tenant's."""
+    key_id: str = ""
+    """The id of the API key the request presented (empty on public and internal routes)."""
 
     @property
     def method(self) -> str:
@@ -100,7 +102,7 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def __call__(self, send: Send) -> None:
-        headers = [
+        headers = list(self.headers) if self.status == NO_CONTENT else [
             (b"content-type", self.content_type),
             (b"content-length", str(len(self.body)).encode()),
             *self.headers,
@@ -111,6 +113,11 @@ class Response:
 
 def json_response(value: Any, status: int = 200) -> Response:
     return Response(status, orjson.dumps(value))
+
+
+def no_content() -> Response:
+    """204: no body, and so no content-type or content-length (RFC 9110 §8.6)."""
+    return Response(NO_CONTENT, b"")
 
 
 def error_response(status: int, message: str) -> Response:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.api import (
     agent_files,
     agents,
+    api_keys,
     docs,
     events,
     files,
@@ -29,6 +30,7 @@ OPERATIONS: list[Operation] = [
     *logs.OPERATIONS,
     *files.OPERATIONS,
     *runners.OPERATIONS,
+    *api_keys.OPERATIONS,
     *docs.OPERATIONS,
 ]
 
