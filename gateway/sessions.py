@@ -433,9 +433,10 @@ class SessionService:
 
     # turns
 
-    async def begin_turn(self, session_id: str) -> SessionRow:
-        """Pre-stream checks; on success the session is marked busy until `run_turn` ends."""
-        row = self.get_live(session_id)
+    async def begin_turn(self, session_id: str, tenant_id: str | None = None) -> SessionRow:
+        """Pre-stream checks (given `tenant_id`, the session must be that tenant's: 404
+        otherwise); on success the session is marked busy until `run_turn` ends."""
+        row = self.get_live(session_id, tenant_id)
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with another turn")
         if row.status != "active":

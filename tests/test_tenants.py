@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import pytest
 
 from gateway.api.operation import path_parameters
 from gateway.api.table import OPERATIONS
-from gateway.store import Store
+from gateway.store import MIGRATIONS, Store
 from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
 
@@ -427,3 +428,28 @@ def test_a_key_generated_before_tenants_keeps_working(tmp_path: Path) -> None:
             assert client.get("/api/agents").status_code == 200
     finally:
         again.stop()
+
+
+def test_rows_from_before_tenants_become_the_default_tenants(tmp_path: Path) -> None:
+    path = tmp_path / "ash.db"
+    db = apsw.Connection(str(path))
+    before_tenants = MIGRATIONS.index(next(m for m in MIGRATIONS if "api_keys" in m))
+    for version, script in enumerate(MIGRATIONS[:before_tenants], start=1):
+        db.execute(script)
+        db.execute(f"PRAGMA user_version={version}")
+    db.execute("INSERT INTO agents (name, path, version, config, created_at, updated_at, id) "
+               "VALUES ('echo', '/a/echo', 3, '{}', 1, 2, 'agent-id')")
+    db.execute("INSERT INTO sessions (id, agent, agent_version, status, created_at, updated_at) "
+               "VALUES ('s1', 'echo', 3, 'paused', 1, 2)")
+    db.close()
+    store = Store(path)
+    agent = store.get_agent("echo")
+    assert agent is not None
+    assert (agent.tenant_id, agent.id, agent.version, agent.path) == \
+        ("default", "agent-id", 3, "/a/echo")
+    assert store.get_session("s1", "default") is not None
+    assert store.get_session("s1", "alpha") is None
+    assert store.get_agent("echo", "alpha") is None
+    store.upsert_agent("echo", "/b/echo", "{}", "alpha")
+    assert store.get_agent("echo").path == "/a/echo"
+    store.close()

@@ -116,7 +116,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
     on_disconnect = body.get("onDisconnect", "continue")
     if on_disconnect not in ON_DISCONNECT:
         raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
-    row = await gw.sessions.begin_turn(session_of(gw, req).id)
+    row = await gw.sessions.begin_turn(req.path_params["id"], req.tenant_id)
     if TIMING:
         timing.point(wt.GATEWAY_SESSION_FOUND, turn_id, row.id)
     subscriber = gw.sessions.feeds.subscribe(row.id)
