@@ -54,15 +54,15 @@ class GatewayApp:
             await response(send)
 
     def _authenticate(self, request: Request) -> None:
-        """Set the request's tenant from its key (401 without a valid one); internal
-        routes take the internal secret instead, and refuse when there is none (403)."""
+        """Set the request's tenant from its key (401 without a valid one). Internal
+        routes take the internal secret instead; a gateway without one has none (404)."""
         authorization = request.header(b"authorization")
         if request.path.startswith(INTERNAL_PREFIX):
             if self.internal_secret is None:
                 if self.keys.authenticate(authorization) is None:
                     raise ApiError(401, KEY_REFUSAL)
-                raise ApiError(403, f"internal routes are disabled: this gateway has no "
-                                    f"{SECRET_ENV}")
+                raise ApiError(404, f"no route for {request.method} {request.path}: internal "
+                                    f"routes are disabled, this gateway has no {SECRET_ENV}")
             presented = (authorization or b"").removeprefix(b"Bearer ").strip()
             if not (authorization or b"").startswith(b"Bearer ") or not hmac.compare_digest(
                     presented, self.internal_secret):

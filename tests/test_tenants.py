@@ -335,7 +335,7 @@ def test_internal_route_is_disabled_without_an_internal_secret(tmp_path: Path) -
                                           headers={"authorization": "Bearer nope"})
     finally:
         process.stop()
-    assert refused.status_code == 403
+    assert refused.status_code == 404
     assert "no ASH_INTERNAL_SECRET" in refused.json()["error"]
     assert unauthenticated.status_code == 401
 

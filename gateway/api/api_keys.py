@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway import auth
 from gateway.api.operation import Operation
-from gateway.api.schemas import ISO_TIME, STRING, array, obj
+from gateway.api.schemas import ISO_TIME, STRING, array, nullable, obj
 from gateway.context import Gateway
 from gateway.http import ApiError, Request, Response, json_response, no_content, string_field
 from gateway.store import ApiKeyRow
@@ -78,10 +78,12 @@ async def create_tenant_key(gw: Gateway, req: Request) -> Response:
 
 API_KEY = obj({"id": STRING, "label": STRING, "keyPrefix": STRING, "createdAt": ISO_TIME},
               "id", "label", "keyPrefix", "createdAt")
-CREATE_BODY = obj({"label": {"type": "string", "maxLength": auth.MAX_LABEL}})
-INTERNAL_BODY = obj({"tenantId": {"type": "string", "pattern": auth.TENANT_ID.pattern,
+LABEL = nullable({"type": "string", "maxLength": auth.MAX_LABEL})
+"""A label; `null` (a client's "not set") is no label."""
+CREATE_BODY = obj({"label": LABEL})
+INTERNAL_BODY = obj({"tenantId": {"type": "string", "pattern": f"^{auth.TENANT_ID.pattern}$",
                                   "minLength": 1, "maxLength": 64},
-                     "label": {"type": "string", "maxLength": auth.MAX_LABEL}}, "tenantId")
+                     "label": LABEL}, "tenantId")
 NEW_KEY = obj({"id": STRING, "key": STRING}, "id", "key")
 
 OPERATIONS = [
@@ -96,7 +98,7 @@ OPERATIONS = [
               {204: ()}),
     Operation("POST", "/api/internal/api-keys", create_tenant_key,
               "Make an API key for any tenant (Authorization: Bearer $ASH_INTERNAL_SECRET; "
-              "403 when the gateway has none)",
+              "404 when the gateway has none)",
               {201: obj({"id": STRING, "key": STRING, "tenantId": STRING},
                         "id", "key", "tenantId")}, body=INTERNAL_BODY),
 ]
