@@ -22,6 +22,7 @@ from gateway.api.table import OPERATIONS
 from gateway.store import MIGRATIONS, Store
 from tests.conftest import create_session, deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import GatewayProcess
+from tests.split_cluster import SECRET, Cluster
 
 INTERNAL_SECRET = "tenants-internal-secret"
 FILE_CONTENT = base64.b64encode(b"alpha's notes").decode()
@@ -453,3 +454,36 @@ def test_rows_from_before_tenants_become_the_default_tenants(tmp_path: Path) -> 
     store.upsert_agent("echo", "/b/echo", "{}", "alpha")
     assert store.get_agent("echo").path == "/a/echo"
     store.close()
+
+
+def test_via_a_runner_each_tenants_echo_runs_its_own_folder(tmp_path: Path) -> None:
+    """Runners are shared: one runner runs both tenants' `echo`, each from its own folder."""
+    with Cluster(tmp_path).start() as cluster:
+        cluster.add_runner("shared")
+        cluster.wait_for_runners("shared")
+        gateway = cluster.gateway
+        clients = {}
+        for tenant in ("alpha", "beta"):
+            with httpx.Client(base_url=gateway.url, timeout=30) as client:
+                made = client.post("/api/internal/api-keys", json={"tenantId": tenant},
+                                   headers={"authorization": f"Bearer {SECRET}"})
+            assert made.status_code == 201, made.text
+            clients[tenant] = tenant_client(gateway, made.json()["key"])
+        try:
+            for tenant, client in clients.items():
+                folder = make_agent_folder(tmp_path / tenant)
+                (folder / "CLAUDE.md").write_text(f"# {tenant}'s echo\n")
+                deploy(client, "echo", folder)
+            for tenant, client in clients.items():
+                session = create_session(client, "echo")
+                assert session["tenantId"] == tenant and session["runnerId"] == "shared"
+                assert send_message(client, session["id"], "hi")[-1].event == "done"
+                ran = client.post(f"/api/sessions/{session['id']}/exec",
+                                  json={"command": "cat /agent/CLAUDE.md"})
+                assert ran.status_code == 200, ran.text
+                assert ran.json()["stdout"] == f"# {tenant}'s echo\n"
+                assert clients["beta" if tenant == "alpha" else "alpha"].get(
+                    f"/api/sessions/{session['id']}").status_code == 404
+        finally:
+            for client in clients.values():
+                client.close()
