@@ -18,6 +18,7 @@ one revoked through another gateway sharing the database, within `CACHE_SECONDS`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -41,22 +42,35 @@ TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_LABEL = 200
 
 
+class KeySecretError(Exception):
+    """The data dir's key secret file is unusable."""
+
+
 def load_key_secret(data_dir: Path, configured: str | None) -> bytes:
-    """ASH_KEY_SECRET, else the data dir's generated secret (made on first call, 0600)."""
+    """ASH_KEY_SECRET, else the data dir's generated secret (made on first call, 0600).
+
+    A new secret is written whole to a private temporary file and linked into place, so
+    a crash never leaves a half-written secret, and of two gateways starting at once on
+    one data dir the second reads the first's."""
     if configured:
         return configured.encode()
     path = data_dir / KEY_SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        secret = path.read_bytes().strip()
-        if len(secret) < 32:
-            raise ValueError(f"{path} holds no key secret (delete it to make a new one, "
-                             "which invalidates every API key but ASH_API_KEY)") from None
-        return secret
-    with os.fdopen(fd, "wb") as handle:
-        secret = secrets.token_hex(32).encode()
-        handle.write(secret + b"\n")
+    if not path.exists():
+        staging = data_dir / f".{KEY_SECRET_FILE}-{secrets.token_hex(8)}"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_hex(32).encode() + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(staging, path)
+        finally:
+            staging.unlink()
+    secret = path.read_bytes().strip()
+    if len(secret) < 32:
+        raise KeySecretError(f"{path} holds no key secret (delete it to make a new one, which "
+                             "invalidates every API key but ASH_API_KEY)")
     return secret
 
 

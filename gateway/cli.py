@@ -16,7 +16,7 @@ import uvloop
 
 from gateway import agents, coordinator_cli, servers
 from gateway.app import GatewayApp
-from gateway.auth import KEY_SECRET_ENV, KeyRing, load_key_secret
+from gateway.auth import KEY_SECRET_ENV, KeyRing, KeySecretError, load_key_secret
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
 from gateway.event_log import EventLog
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailable as exc:
         print(f"ash-gateway: cannot start sandboxes: {exc}", file=sys.stderr)
         return 2
-    except ServerUnavailable as exc:
+    except (ServerUnavailable, KeySecretError) as exc:
         print(f"ash-gateway: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -487,3 +487,11 @@ def test_via_a_runner_each_tenants_echo_runs_its_own_folder(tmp_path: Path) -> N
         finally:
             for client in clients.values():
                 client.close()
+
+
+def test_an_unusable_key_secret_file_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "key_secret").write_bytes(b"short")
+    with pytest.raises(RuntimeError, match=r"exited 2: .*holds no key secret"):
+        GatewayProcess(data).start()
