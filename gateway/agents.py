@@ -154,8 +154,20 @@ def remove_agent_folder(agents_dir: Path, name: str) -> None:
     remove_retired(agents_dir, name)
 
 
-def record_agent(store: Store, name: str, target: Path, config: dict[str, Any]) -> AgentRow:
-    return store.upsert_agent(name, str(target), orjson.dumps(config).decode())
+def record_agent(store: Store, name: str, target: Path, config: dict[str, Any],
+                 tenant_id: str = DEFAULT_TENANT) -> AgentRow:
+    return store.upsert_agent(name, str(target), orjson.dumps(config).decode(), tenant_id)
+
+
+TENANTS_FOLDER = ".tenants"
+"""Under the agents folder, one folder per other tenant: its name starts with a dot, so no
+agent's folder (nor a staging or retired one, see `_retired`) is ever taken for it."""
+
+
+def tenant_agents_dir(agents_dir: Path, tenant_id: str) -> Path:
+    """The folder of a tenant's agents: the agents folder itself for the default tenant
+    (as before tenants), `<agents>/.tenants/<tenant>` for any other."""
+    return agents_dir if tenant_id == DEFAULT_TENANT else agents_dir / TENANTS_FOLDER / tenant_id
 
 
 def agent_spec(row: AgentRow) -> AgentSpec:
@@ -175,7 +187,7 @@ def agent_json(row: AgentRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
-        "tenantId": DEFAULT_TENANT,
+        "tenantId": row.tenant_id,
         "version": row.version,
         "path": row.path,
         "env": config.get("env", {}),
@@ -197,13 +209,13 @@ PROTECTED_FILES = {CONFIG_FILE: "edit the config with PATCH /api/agents/{name}/c
                    SYSTEM_PROMPT_FILE: "an agent folder must hold it; write a new one instead"}
 """Files the files routes do not write (agent.json) or delete (both), and why."""
 
-_locks: dict[str, asyncio.Lock] = {}
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
 
-def agent_lock(name: str) -> asyncio.Lock:
+def agent_lock(name: str, tenant_id: str = DEFAULT_TENANT) -> asyncio.Lock:
     """Held across one change of an agent (read its row, build its folder, record it):
     two concurrent edits would otherwise each build on the same old folder, one lost."""
-    return _locks.setdefault(name, asyncio.Lock())
+    return _locks.setdefault((tenant_id, name), asyncio.Lock())
 
 
 def placeholder_prompt(name: str) -> str:

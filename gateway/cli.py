@@ -16,7 +16,7 @@ import uvloop
 
 from gateway import agents, coordinator_cli, queue_cli, servers
 from gateway.app import GatewayApp
-from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
+from gateway.auth import KEY_SECRET_ENV, KeyRing, KeySecretError, load_key_secret
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
 from gateway.event_log import EventLog
@@ -36,6 +36,7 @@ from runner.isolation import (
 from runner.local import LocalBackend
 from runner.sandbox import BridgeSettings
 from runner.warm_pool import add_warm_pool_argument
+from wire.internal_auth import SECRET_ENV
 
 log = logging.getLogger("ash.gateway")
 
@@ -69,6 +70,10 @@ class GatewayConfig:
     request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
     request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
     queue: QueueSettings = field(default_factory=QueueSettings)
+    key_secret: str | None = None
+    """ASH_KEY_SECRET: the HMAC key of stored API keys (else one kept in the data dir)."""
+    internal_secret: str | None = None
+    """ASH_INTERNAL_SECRET: what runners and the internal routes (/api/internal/) present."""
 
 
 def _env_flag(name: str) -> bool:
@@ -167,16 +172,16 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         request_head_timeout=args.request_head_timeout,
         request_body_timeout=args.request_body_timeout,
         queue=queue_cli.settings_from_args(args, parser),
+        key_secret=env(KEY_SECRET_ENV) or None, internal_secret=env(SECRET_ENV) or None,
     )
 
 
-def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | None]:
+def build_gateway(config: GatewayConfig) -> tuple[Gateway, KeyRing, str | None]:
     """Open the store, settle the API key, recover sessions, deploy the demo agent."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.data_dir / "ash.db")
-    new_key = ensure_api_key(store, config.api_key)
-    key_hash = store.get_setting(KEY_HASH_SETTING)
-    assert key_hash is not None
+    keys = KeyRing(store, load_key_secret(config.data_dir, config.key_secret))
+    new_key = keys.settle_env_key(config.api_key)
     backend: Backend = (
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,
@@ -199,8 +204,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
                       event_retention_seconds=config.event_retention_days * 86400,
                       queue_settings=config.queue,
                       sandbox=backend.sandbox_status()
-                      if isinstance(backend, LocalBackend) else None)
-    return gateway, ApiKeyCheck(key_hash), new_key
+                      if isinstance(backend, LocalBackend) else None, keys=keys)
+    return gateway, keys, new_key
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -237,7 +242,7 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
         lines.append(f"Runner registry (gRPC, {tls}) on {registry_address}")
     if new_key:
         lines.append(f"API key: {new_key}")
-        lines.append("  (shown once; only its hash is stored. Set ASH_API_KEY to choose your own.)")
+        lines.append("  (shown once; only its HMAC is stored. Set ASH_API_KEY to choose your own.)")
     elif config.api_key:
         lines.append("API key: from ASH_API_KEY")
     else:
@@ -250,7 +255,7 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
 async def serve(config: GatewayConfig) -> None:
     gateway, auth, new_key = build_gateway(config)
     sock = listen_socket(config.host, config.port)
-    app = GatewayApp(gateway, auth)
+    app = GatewayApp(gateway, auth, config.internal_secret)
     registry_address = None
     if isinstance(gateway.backend, Coordinator):
         registry_address = await gateway.backend.start()
@@ -277,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except SandboxUnavailable as exc:
         print(f"ash-gateway: cannot start sandboxes: {exc}", file=sys.stderr)
         return 2
-    except ServerUnavailable as exc:
+    except (ServerUnavailable, KeySecretError) as exc:
         print(f"ash-gateway: {exc}", file=sys.stderr)
         return 2
     return 0

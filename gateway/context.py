@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.auth import KeyRing
 from gateway.event_log import EventLog
 from gateway.queue import QueueService, QueueSettings
 from gateway.sessions import SessionService
@@ -38,6 +39,8 @@ class Gateway:
     """How local sandboxes are isolated (standalone mode), as /health shows it."""
     queue_settings: QueueSettings = field(default_factory=QueueSettings)
     queue: QueueService = field(init=False)
+    keys: KeyRing | None = None
+    """The API keys (`gateway.auth`): the /api/api-keys routes manage them."""
     _sweeper: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from gateway.store import DEFAULT_TENANT, PROMPT, HistoryRow, Store
+from gateway.store import PROMPT, HistoryRow, SessionRow, Store
 from gateway.timestamps import iso_utc
 from wire import events
 
@@ -54,9 +54,10 @@ def _parse(data: bytes) -> Any:
         return None
 
 
-def messages(store: Store, session_id: str, after: int, limit: int) -> list[Record]:
+def messages(store: Store, session: SessionRow, after: int, limit: int) -> list[Record]:
     """The user's messages and the agent's complete ones (`assistant`, `result`) after
     sequence `after`, oldest first, at most `limit`."""
+    session_id = session.id
     found: list[Record] = []
     for row in store.history_after(session_id, after, (events.MESSAGE,), prompts=True):
         if row.type == PROMPT:
@@ -69,7 +70,7 @@ def messages(store: Store, session_id: str, after: int, limit: int) -> list[Reco
         found.append({
             "id": record_id(session_id, "message", row.seq),
             "sessionId": session_id,
-            "tenantId": DEFAULT_TENANT,
+            "tenantId": session.tenant_id,
             "role": role,
             "content": row.data.decode("utf-8", "replace"),
             "sequence": row.seq,
@@ -80,9 +81,10 @@ def messages(store: Store, session_id: str, after: int, limit: int) -> list[Reco
     return found
 
 
-def timeline(store: Store, session_id: str, after: int, limit: int,
+def timeline(store: Store, session: SessionRow, after: int, limit: int,
              only: str | None = None) -> list[Record]:
     """Timeline rows after sequence `after` (of type `only`, if given), at most `limit`."""
+    session_id = session.id
     found: list[Record] = []
     first_event = after // ROWS_PER_EVENT - 1
     for row in store.history_after(session_id, first_event, TIMELINE_SOURCES):
@@ -93,7 +95,7 @@ def timeline(store: Store, session_id: str, after: int, limit: int,
             found.append({
                 "id": record_id(session_id, "event", sequence),
                 "sessionId": session_id,
-                "tenantId": DEFAULT_TENANT,
+                "tenantId": session.tenant_id,
                 "type": kind,
                 "data": None if data is None else orjson.dumps(data).decode(),
                 "sequence": sequence,

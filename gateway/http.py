@@ -34,7 +34,6 @@ class ApiError(Exception):
         self.message = message
 
 
-
 @dataclass(slots=True)
 class Request:
     scope: Scope
@@ -44,6 +43,8 @@ class Request:
     tenant_id: str = DEFAULT_TENANT
     """The tenant the request's API key belongs to (set by the app once the key is checked);
     every row a handler reads or writes is this tenant's."""
+    key_id: str = ""
+    """The id of the API key the request presented (empty on public and internal routes)."""
 
     @property
     def method(self) -> str:
@@ -113,6 +114,11 @@ class Response:
 
 def json_response(value: Any, status: int = 200) -> Response:
     return Response(status, orjson.dumps(value))
+
+
+def no_content() -> Response:
+    """204: no body, and so no content-type or content-length (RFC 9110 §8.6)."""
+    return Response(NO_CONTENT, b"")
 
 
 def error_response(status: int, message: str) -> Response:

@@ -66,7 +66,7 @@ def session_json(row: SessionRow) -> dict[str, Any]:
     config = session_config(row)
     return {
         "id": row.id,
-        "tenantId": DEFAULT_TENANT,
+        "tenantId": row.tenant_id,
         "agentName": row.agent,
         "agent": row.agent,
         "agentVersion": row.agent_version,
@@ -155,14 +155,16 @@ class SessionService:
 
     # lookups
 
-    def get(self, session_id: str) -> SessionRow:
-        row = self.store.get_session(session_id)
+    def get(self, session_id: str, tenant_id: str | None = None) -> SessionRow:
+        """The session; given `tenant_id`, only if it is that tenant's: another tenant's
+        session answers exactly as an unknown one (404), so its id tells nothing."""
+        row = self.store.get_session(session_id, tenant_id)
         if row is None:
             raise ApiError(404, f"session not found: {session_id}")
         return row
 
-    def get_live(self, session_id: str) -> SessionRow:
-        row = self.get(session_id)
+    def get_live(self, session_id: str, tenant_id: str | None = None) -> SessionRow:
+        row = self.get(session_id, tenant_id)
         if row.status == "ended":
             raise ApiError(410, f"session {session_id} has ended")
         return row
@@ -198,17 +200,17 @@ class SessionService:
 
     # lifecycle
 
-    async def create(self, agent_name: str, config: dict[str, Any] | None = None
-                     ) -> tuple[SessionRow, str | None]:
-        """A new session with a ready sandbox, and a notice for the client, if any.
-        `config` (checked by the caller: `wire.session_config.check_config`) is stored
-        with it."""
-        agent = self.store.get_agent(agent_name)
+    async def create(self, agent_name: str, config: dict[str, Any] | None = None,
+                     tenant_id: str = DEFAULT_TENANT) -> tuple[SessionRow, str | None]:
+        """A new session of `tenant_id`'s agent with a ready sandbox, and a notice for the
+        client, if any. `config` (checked by the caller:
+        `wire.session_config.check_config`) is stored with it."""
+        agent = self.store.get_agent(agent_name, tenant_id)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
         session_id = str(uuid.uuid4())
         self.store.insert_session(session_id, agent.name, agent.version, self.runner_id,
-                                  orjson.dumps(config or {}).decode())
+                                  orjson.dumps(config or {}).decode(), tenant_id)
         try:
             row, info = await self._start_sandbox(session_id, agent_name)
         except BackendError as exc:
@@ -226,10 +228,10 @@ class SessionService:
     async def _start_sandbox(
         self, session_id: str, agent_name: str
     ) -> tuple[SessionRow, SandboxInfo]:
-        agent = self.store.get_agent(agent_name)
+        row = self.get(session_id)
+        agent = self.store.get_agent(agent_name, row.tenant_id)
         if agent is None:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
-        row = self.get(session_id)
         info = await self.backend.create(session_id, sandbox_agent(agent_spec(agent), row))
         runner_id = info.runner_id or self.runner_id
         self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
@@ -379,7 +381,7 @@ class SessionService:
             raise ApiError(409, "session is still starting")
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with a turn; fork it once its done is out")
-        agent = self.store.get_agent(parent.agent)
+        agent = self.store.get_agent(parent.agent, parent.tenant_id)
         if agent is None:
             raise ApiError(409, f"agent {parent.agent} is no longer deployed")
         self._busy.add(session_id)
@@ -432,9 +434,10 @@ class SessionService:
 
     # turns
 
-    async def begin_turn(self, session_id: str) -> SessionRow:
-        """Pre-stream checks; on success the session is marked busy until `run_turn` ends."""
-        row = self.get_live(session_id)
+    async def begin_turn(self, session_id: str, tenant_id: str | None = None) -> SessionRow:
+        """Pre-stream checks (given `tenant_id`, the session must be that tenant's: 404
+        otherwise); on success the session is marked busy until `run_turn` ends."""
+        row = self.get_live(session_id, tenant_id)
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with another turn")
         if row.status != "active":

@@ -169,11 +169,46 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX attachments_by_session ON attachments (tenant_id, session_id, created_at);
     """,
+    # Tenants: every agent and session belongs to one (existing rows to the default
+    # tenant); an agent's name is unique within its tenant, so the table is rebuilt with
+    # (tenant_id, name) as its key. API keys are kept as HMACs (gateway/auth.py).
+    """
+    CREATE TABLE agents_by_tenant (
+        tenant_id   TEXT NOT NULL DEFAULT 'default',
+        name        TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        config      TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        id          TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, name)
+    );
+    INSERT INTO agents_by_tenant (tenant_id, name, path, version, config, created_at,
+                                  updated_at, id)
+        SELECT 'default', name, path, version, config, created_at, updated_at, id FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_by_tenant RENAME TO agents;
+    CREATE UNIQUE INDEX agents_by_id ON agents (id);
+    ALTER TABLE sessions ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX sessions_by_tenant ON sessions (tenant_id, created_at);
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        label       TEXT NOT NULL DEFAULT '',
+        key_prefix  TEXT NOT NULL,
+        hmac        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        revoked     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX api_keys_by_hmac ON api_keys (hmac);
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_at);
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
 DEFAULT_TENANT = "default"
-"""The one tenant until tenants exist: what `tenantId` says on every resource."""
+"""The operator's tenant: ASH_API_KEY's, and the owner of every row made before tenants."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +220,7 @@ class AgentRow:
     created_at: float
     updated_at: float
     id: str = ""
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +241,7 @@ class SessionRow:
     parent_session_id: str | None = None
     config: str = "{}"
     """The session's options as JSON (`wire.session_config`)."""
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +263,19 @@ class HistoryRow:
 
 PROMPT = "prompt"
 """The `HistoryRow.type` of a turn's user message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: str
+    tenant_id: str
+    label: str
+    key_prefix: str
+    hmac: str
+    """HMAC-SHA256 of the key under the server's key secret, hex: the key itself is never
+    stored."""
+    created_at: float
+    revoked: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,9 +369,10 @@ class AttachmentRow:
 
 _SESSION_COLUMNS = (
     "id, agent, agent_version, status, runner_id, sandbox_id, last_event_seq, turns, error, "
-    "created_at, updated_at, seq_reserved, runner_hint, parent_session_id, config"
+    "created_at, updated_at, seq_reserved, runner_hint, parent_session_id, config, tenant_id"
 )
-_AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id"
+_AGENT_COLUMNS = "name, path, version, config, created_at, updated_at, id, tenant_id"
+_API_KEY_COLUMNS = "id, tenant_id, label, key_prefix, hmac, created_at, revoked"
 _ATTACHMENT_COLUMNS = (
     "id, tenant_id, session_id, message_id, filename, mime_type, size, created_at"
 )
@@ -367,49 +418,55 @@ class Store:
             (key, value),
         )
 
-    # agents
+    # agents (the name is unique within a tenant)
 
-    def upsert_agent(self, name: str, path: str, config: str) -> AgentRow:
+    def upsert_agent(self, name: str, path: str, config: str,
+                     tenant_id: str = DEFAULT_TENANT) -> AgentRow:
         now = time.time()
         row = self.db.execute(
-            f"INSERT INTO agents (name, path, version, config, created_at, updated_at, id) "
-            f"VALUES (?, ?, 1, ?, ?, ?, ?) "
-            f"ON CONFLICT (name) DO UPDATE SET path = excluded.path, config = excluded.config, "
-            f"version = agents.version + 1, updated_at = excluded.updated_at "
-            f"RETURNING {_AGENT_COLUMNS}",
-            (name, path, config, now, now, str(uuid.uuid4())),
+            f"INSERT INTO agents (tenant_id, name, path, version, config, created_at, "
+            f"updated_at, id) VALUES (?, ?, ?, 1, ?, ?, ?, ?) "
+            f"ON CONFLICT (tenant_id, name) DO UPDATE SET path = excluded.path, "
+            f"config = excluded.config, version = agents.version + 1, "
+            f"updated_at = excluded.updated_at RETURNING {_AGENT_COLUMNS}",
+            (tenant_id, name, path, config, now, now, str(uuid.uuid4())),
         ).fetchone()
         return AgentRow(*row)
 
-    def get_agent(self, name: str) -> AgentRow | None:
+    def get_agent(self, name: str, tenant_id: str = DEFAULT_TENANT) -> AgentRow | None:
         row = self.db.execute(
-            f"SELECT {_AGENT_COLUMNS} FROM agents WHERE name = ?", (name,)
+            f"SELECT {_AGENT_COLUMNS} FROM agents WHERE tenant_id = ? AND name = ?",
+            (tenant_id, name),
         ).fetchone()
         return AgentRow(*row) if row else None
 
-    def list_agents(self) -> list[AgentRow]:
-        rows = self.db.execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY name")
+    def list_agents(self, tenant_id: str = DEFAULT_TENANT) -> list[AgentRow]:
+        rows = self.db.execute(
+            f"SELECT {_AGENT_COLUMNS} FROM agents WHERE tenant_id = ? ORDER BY name",
+            (tenant_id,))
         return [AgentRow(*row) for row in rows]
 
-    def delete_agent(self, name: str) -> bool:
-        self.db.execute("DELETE FROM agents WHERE name = ?", (name,))
+    def delete_agent(self, name: str, tenant_id: str = DEFAULT_TENANT) -> bool:
+        self.db.execute("DELETE FROM agents WHERE tenant_id = ? AND name = ?", (tenant_id, name))
         return self.db.changes() > 0
 
-    def count_live_sessions_of_agent(self, name: str) -> int:
+    def count_live_sessions_of_agent(self, name: str, tenant_id: str = DEFAULT_TENANT) -> int:
         return self.db.execute(
-            "SELECT count(*) FROM sessions WHERE agent = ? AND status != 'ended'", (name,)
+            "SELECT count(*) FROM sessions WHERE tenant_id = ? AND agent = ? "
+            "AND status != 'ended'", (tenant_id, name)
         ).fetchone()[0]
 
     # sessions
 
     def insert_session(self, session_id: str, agent: str, agent_version: int,
-                       runner_id: str | None = None, config: str = "{}") -> SessionRow:
+                       runner_id: str | None = None, config: str = "{}",
+                       tenant_id: str = DEFAULT_TENANT) -> SessionRow:
         now = time.time()
         row = self.db.execute(
             f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, created_at, "
-            f"updated_at, config) VALUES (?, ?, ?, 'starting', ?, ?, ?, ?) "
+            f"updated_at, config, tenant_id) VALUES (?, ?, ?, 'starting', ?, ?, ?, ?, ?) "
             f"RETURNING {_SESSION_COLUMNS}",
-            (session_id, agent, agent_version, runner_id, now, now, config),
+            (session_id, agent, agent_version, runner_id, now, now, config, tenant_id),
         ).fetchone()
         return SessionRow(*row)
 
@@ -422,11 +479,11 @@ class Store:
             row = self.db.execute(
                 f"INSERT INTO sessions (id, agent, agent_version, status, runner_id, "
                 f"last_event_seq, seq_reserved, turns, created_at, updated_at, "
-                f"parent_session_id, config) "
+                f"parent_session_id, config, tenant_id) "
                 f"SELECT ?, agent, agent_version, 'paused', NULL, "
                 f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
                 f"(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = sessions.id), "
-                f"turns, ?, ?, id, config FROM sessions WHERE id = ? "
+                f"turns, ?, ?, id, config, tenant_id FROM sessions WHERE id = ? "
                 f"RETURNING {_SESSION_COLUMNS}",
                 (fork_id, now, now, parent.id),
             ).fetchone()
@@ -442,16 +499,27 @@ class Store:
             )
         return SessionRow(*row)
 
-    def get_session(self, session_id: str) -> SessionRow | None:
-        row = self.db.execute(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-        ).fetchone()
+    def get_session(self, session_id: str, tenant_id: str | None = None) -> SessionRow | None:
+        """The session, if it exists (and, given `tenant_id`, is that tenant's)."""
+        if tenant_id is None:
+            row = self.db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ? AND tenant_id = ?",
+                (session_id, tenant_id),
+            ).fetchone()
         return SessionRow(*row) if row else None
 
     def list_sessions(self, *, agent: str | None = None, status: str | None = None,
-                      limit: int = 50, offset: int = 0) -> list[SessionRow]:
+                      limit: int = 50, offset: int = 0,
+                      tenant_id: str | None = None) -> list[SessionRow]:
         clauses: list[str] = []
         params: list[Any] = []
+        if tenant_id is not None:
+            clauses.append("tenant_id = ?")
+            params.append(tenant_id)
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
@@ -817,4 +885,41 @@ class Store:
     def delete_attachment(self, tenant_id: str, attachment_id: str) -> bool:
         self.db.execute("DELETE FROM attachments WHERE tenant_id = ? AND id = ?",
                         (tenant_id, attachment_id))
+
+    # tenants and API keys (gateway/auth.py)
+
+    def insert_api_key(self, key_id: str, tenant_id: str, label: str, key_prefix: str,
+                       digest: str) -> ApiKeyRow:
+        row = self.db.execute(
+            f"INSERT INTO api_keys ({_API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0) "
+            f"ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, "
+            f"label = excluded.label, key_prefix = excluded.key_prefix, hmac = excluded.hmac, "
+            f"revoked = 0 RETURNING {_API_KEY_COLUMNS}",
+            (key_id, tenant_id, label, key_prefix, digest, time.time()),
+        ).fetchone()
+        return ApiKeyRow(*row)
+
+    def get_api_key(self, key_id: str) -> ApiKeyRow | None:
+        row = self.db.execute(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+        ).fetchone()
+        return ApiKeyRow(*row) if row else None
+
+    def find_api_key(self, digest: str) -> ApiKeyRow | None:
+        """The live key whose HMAC is `digest` (one lookup in the unique index)."""
+        row = self.db.execute(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE hmac = ? AND revoked = 0",
+            (digest,),
+        ).fetchone()
+        return ApiKeyRow(*row) if row else None
+
+    def list_api_keys(self, tenant_id: str) -> list[ApiKeyRow]:
+        rows = self.db.execute(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? AND revoked = 0 "
+            f"ORDER BY created_at, id", (tenant_id,))
+        return [ApiKeyRow(*row) for row in rows]
+
+    def revoke_api_key(self, key_id: str, tenant_id: str) -> bool:
+        self.db.execute("UPDATE api_keys SET revoked = 1 WHERE id = ? AND tenant_id = ? "
+                        "AND revoked = 0", (key_id, tenant_id))
         return self.db.changes() > 0

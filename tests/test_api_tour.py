@@ -21,7 +21,7 @@ from gateway.api.operation import JSON
 from gateway.api.table import OPERATIONS
 from tests.conftest import make_agent_folder, make_client
 from tests.gateway_process import GatewayProcess
-from tests.split_cluster import Cluster
+from tests.split_cluster import SECRET, Cluster
 from tests.sse_client import parse_sse
 from tests.test_openapi import Document, check
 
@@ -70,7 +70,8 @@ class Tour:
 @pytest.fixture(params=["standalone", "via-runner"])
 def gateway_of_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayProcess]:
     if request.param == "standalone":
-        gateway = GatewayProcess(tmp_path / "data").start()
+        gateway = GatewayProcess(tmp_path / "data",
+                                 extra_env={"ASH_INTERNAL_SECRET": SECRET}).start()
         try:
             yield gateway
         finally:
@@ -141,6 +142,14 @@ def test_every_operation_answers_as_declared(
         call("GET", "/docs/json", "/docs/json")
         call("GET", "/docs", "/docs")
         call("GET", "/api/runners", "/api/runners")
+        made = call("POST", "/api/api-keys", "/api/api-keys", json={"label": "tour"}).json()
+        keys = call("GET", "/api/api-keys", "/api/api-keys").json()["keys"]
+        assert {key["id"] for key in keys} == {"env", made["id"]}
+        call("DELETE", "/api/api-keys/{id}", f"/api/api-keys/{made['id']}")
+        tenant_key = call("POST", "/api/internal/api-keys", "/api/internal/api-keys",
+                          json={"tenantId": "toured"},
+                          headers={"authorization": f"Bearer {SECRET}"}).json()
+        assert tenant_key["tenantId"] == "toured"
         call("POST", "/api/agents", "/api/agents",
              json={"name": "echo", "path": str(make_agent_folder(tmp_path))})
         call("GET", "/api/agents", "/api/agents")

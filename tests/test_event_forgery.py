@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from gateway.app import GatewayApp
-from gateway.auth import ApiKeyCheck, hash_key
+from gateway.auth import KeyRing
 from gateway.context import Gateway
 from gateway.event_log import EventLog
 from gateway.serve_hypercorn import serve
@@ -94,7 +94,9 @@ async def scripted_gateway(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     backend = ScriptedBackend()
     sessions = SessionService(store, backend, event_log)  # type: ignore[arg-type]
     gateway = Gateway(store, backend, sessions, event_log, tmp_path)  # type: ignore[arg-type]
-    app = GatewayApp(gateway, ApiKeyCheck(hash_key(TEST_API_KEY)))
+    keys = KeyRing(store, b"test-secret")
+    keys.settle_env_key(TEST_API_KEY)
+    app = GatewayApp(gateway, keys)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)

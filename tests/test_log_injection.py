@@ -12,7 +12,6 @@ import pytest
 
 from gateway.api.table import Route
 from gateway.app import GatewayApp
-from gateway.auth import ApiKeyCheck, hash_key
 from gateway.event_guard import replace_forged
 from gateway.http import Message, Request
 from runner.model_proxy import ModelProxy, ModelUpstream
@@ -33,7 +32,7 @@ async def test_unhandled_error_logs_a_percent_decoded_path_quoted(
     async def broken(gw: object, req: Request) -> None:
         raise RuntimeError("boom")
 
-    app = GatewayApp(None, ApiKeyCheck(hash_key("k")))  # type: ignore[arg-type]
+    app = GatewayApp(None, None)  # type: ignore[arg-type]
     app.routes.insert(0, Route("GET", re.compile(r"/boom.*", re.S), broken))
     sent: list[Message] = []
 

@@ -90,10 +90,11 @@ async def write_agent_files(gw: Gateway, req: Request) -> Response:
     files = decoded_files(body.get("files"))
     for path, _ in files:
         agents.protected(path, "write")
-    async with agents.agent_lock(name):
+    async with agents.agent_lock(name, req.tenant_id):
         row = agent_row(gw, req)
-        target = await build_folder(gw, name, partial(agents.rebuild_with_files, row, files=files))
-        agents.record_agent(gw.store, name, target, agents.config_of(row))
+        target = await build_folder(gw, req, name,
+                                    partial(agents.rebuild_with_files, row, files=files))
+        agents.record_agent(gw.store, name, target, agents.config_of(row), req.tenant_id)
     return json_response({"written": len(files)})
 
 
@@ -101,10 +102,11 @@ async def delete_agent_file(gw: Gateway, req: Request) -> Response:
     name = agent_row(gw, req).name
     path = "/".join(split_path(path_param(req)))
     agents.protected(path, "delete")
-    async with agents.agent_lock(name):
+    async with agents.agent_lock(name, req.tenant_id):
         row = agent_row(gw, req)
-        target = await build_folder(gw, name, partial(agents.rebuild_without, row, path=path))
-        agents.record_agent(gw.store, name, target, agents.config_of(row))
+        target = await build_folder(gw, req, name,
+                                    partial(agents.rebuild_without, row, path=path))
+        agents.record_agent(gw.store, name, target, agents.config_of(row), req.tenant_id)
     return json_response({"deleted": True})
 
 

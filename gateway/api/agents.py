@@ -66,29 +66,33 @@ async def deploy_agent(gw: Gateway, req: Request) -> Response:
         config = agents.upload_config(files, env)
         build = partial(agents.build_upload, name=name, files=files, config=config,
                         system_prompt=prompt)
-    async with agents.agent_lock(name):
-        target = await build_folder(gw, name, build)
-        row = agents.record_agent(gw.store, name, target, config)
+    async with agents.agent_lock(name, req.tenant_id):
+        target = await build_folder(gw, req, name, build)
+        row = agents.record_agent(gw.store, name, target, config, req.tenant_id)
     return json_response({"agent": agents.agent_json(row)}, 201)
 
 
 async def list_agents(gw: Gateway, req: Request) -> Response:
-    return json_response({"agents": [agents.agent_json(row) for row in gw.store.list_agents()]})
+    return json_response({"agents": [agents.agent_json(row)
+                                     for row in gw.store.list_agents(req.tenant_id)]})
 
 
-async def build_folder(gw: Gateway, name: str, build: Callable[[Path], None]) -> Path:
-    """Agent `name`'s next folder (`agents.stage_agent_folder`), its previous one kept
-    while sessions may have it bound (call with the agent's lock held)."""
-    in_use = gw.store.count_live_sessions_of_agent(name) > 0
+async def build_folder(gw: Gateway, req: Request, name: str,
+                       build: Callable[[Path], None]) -> Path:
+    """The caller's agent `name`'s next folder (`agents.stage_agent_folder`), its previous
+    one kept while sessions may have it bound (call with the agent's lock held)."""
+    in_use = gw.store.count_live_sessions_of_agent(name, req.tenant_id) > 0
     with mapped_errors():
-        return await asyncio.to_thread(agents.stage_agent_folder, gw.agents_dir, name, build,
-                                       keep_previous=in_use)
+        return await asyncio.to_thread(
+            agents.stage_agent_folder, agents.tenant_agents_dir(gw.agents_dir, req.tenant_id),
+            name, build, keep_previous=in_use)
 
 
 def agent_row(gw: Gateway, req: Request) -> AgentRow:
-    """The agent the path's `{name}` names; 400 for an invalid name, 404 for an unknown one."""
+    """The caller's agent the path's `{name}` names; 400 for an invalid name, 404 for one
+    the caller's tenant has not deployed (another tenant's answers the same)."""
     name = agents.validate_agent_name(req.path_params["name"])
-    row = gw.store.get_agent(name)
+    row = gw.store.get_agent(name, req.tenant_id)
     if row is None:
         raise ApiError(404, f"agent not found: {name}")
     return row
@@ -99,25 +103,26 @@ async def get_agent(gw: Gateway, req: Request) -> Response:
 
 
 async def delete_agent(gw: Gateway, req: Request) -> Response:
-    async with agents.agent_lock(agent_row(gw, req).name):
+    async with agents.agent_lock(agent_row(gw, req).name, req.tenant_id):
         row = agent_row(gw, req)
-        live = gw.store.count_live_sessions_of_agent(row.name)
+        live = gw.store.count_live_sessions_of_agent(row.name, req.tenant_id)
         if live:
             raise ApiError(409, f"agent {row.name} has {live} live session(s); end them first")
-        gw.store.delete_agent(row.name)
-        await asyncio.to_thread(agents.remove_agent_folder, gw.agents_dir, row.name)
+        gw.store.delete_agent(row.name, req.tenant_id)
+        await asyncio.to_thread(agents.remove_agent_folder,
+                                agents.tenant_agents_dir(gw.agents_dir, req.tenant_id), row.name)
     return json_response({"agent": agents.agent_json(row), "deleted": True})
 
 
 async def change_config(gw: Gateway, req: Request, patch: dict[str, Any]) -> AgentRow:
     """Merge `patch` into the agent's config (agent.json) as a new version."""
     name = agent_row(gw, req).name
-    async with agents.agent_lock(name):
+    async with agents.agent_lock(name, req.tenant_id):
         row = agent_row(gw, req)
         config = agents.merged_config(agents.config_of(row), patch)
         target = await build_folder(
-            gw, name, partial(agents.rebuild_with_config, row, config=config))
-        return agents.record_agent(gw.store, name, target, config)
+            gw, req, name, partial(agents.rebuild_with_config, row, config=config))
+        return agents.record_agent(gw.store, name, target, config, req.tenant_id)
 
 
 async def patch_agent(gw: Gateway, req: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from gateway import conversation
 from gateway.api.operation import Operation, Param
 from gateway.api.schemas import INTEGER, ISO_TIME, STRING, array, nullable, obj
+from gateway.api.sessions import session_of
 from gateway.context import Gateway
 from gateway.http import ApiError, Request, Response, json_response
 from gateway.params import INT64_MAX, int_param
@@ -24,10 +25,9 @@ async def session_timeline(gw: Gateway, req: Request) -> Response:
     only = params.get("type")
     if only is not None and only not in conversation.TIMELINE_TYPES:
         raise ApiError(400, f"`type` must be one of {', '.join(conversation.TIMELINE_TYPES)}")
-    session_id = req.path_params["id"]
-    gw.sessions.get(session_id)
+    session = session_of(gw, req)
     gw.sessions.event_log.flush()
-    rows = conversation.timeline(gw.store, session_id, after, limit, only)
+    rows = conversation.timeline(gw.store, session, after, limit, only)
     return json_response({"events": rows})
 
 
@@ -35,7 +35,7 @@ async def session_stream_events(gw: Gateway, req: Request) -> Response:
     params = req.query()
     after = int_param(params, "after", 0, low=0, high=INT64_MAX)
     limit = int_param(params, "limit", DEFAULT_STREAM_LIMIT, low=1, high=MAX_STREAM_LIMIT)
-    return Response(200, gw.sessions.events_after(req.path_params["id"], after, limit))
+    return Response(200, gw.sessions.events_after(session_of(gw, req).id, after, limit))
 
 
 LOGGED_EVENT = obj({"id": INTEGER, "type": STRING, "data": {}}, "id", "type", "data")

@@ -153,7 +153,7 @@ async def _ship_if_paused(gw: Gateway, session_id: str) -> None:
 
 def _session_id(gw: Gateway, req: Request) -> str:
     """The id of a session that exists (404) and has not ended (410)."""
-    return gw.sessions.get_live(req.path_params["id"]).id
+    return gw.sessions.get_live(req.path_params["id"], req.tenant_id).id
 
 
 def _include_hidden(req: Request) -> bool:

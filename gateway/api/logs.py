@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway.api.operation import Operation, Param
 from gateway.api.schemas import INTEGER, ISO_TIME, STRING, array, obj
+from gateway.api.sessions import session_of
 from gateway.context import Gateway
 from gateway.http import Request, Response, json_response
 from gateway.params import INT64_MAX, parse_int
@@ -23,8 +24,7 @@ def _after(raw: str | None) -> int:
 
 async def session_logs(gw: Gateway, req: Request) -> Response:
     after = _after(req.query().get("after"))
-    session_id = req.path_params["id"]
-    gw.sessions.get(session_id)
+    session_id = session_of(gw, req).id
     page = await gw.backend.logs(session_id, after, MAX_LINES)
     ts = iso_utc(page.modified)
     return json_response({

@@ -10,6 +10,7 @@ from typing import Any
 from gateway import conversation
 from gateway.api.operation import Content, Operation, Param
 from gateway.api.schemas import BOOLEAN, INTEGER, ISO_TIME, STRING, array, obj
+from gateway.api.sessions import session_of
 from gateway.context import Gateway
 from gateway.http import ApiError, Request, Response, json_response
 from gateway.params import INT64_MAX, int_param, number_value, parse_int
@@ -115,7 +116,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
     on_disconnect = body.get("onDisconnect", "continue")
     if on_disconnect not in ON_DISCONNECT:
         raise ApiError(400, "`onDisconnect` must be \"continue\" or \"interrupt\"")
-    row = await gw.sessions.begin_turn(req.path_params["id"])
+    row = await gw.sessions.begin_turn(req.path_params["id"], req.tenant_id)
     if TIMING:
         timing.point(wt.GATEWAY_SESSION_FOUND, turn_id, row.id)
     subscriber = gw.sessions.feeds.subscribe(row.id)
@@ -144,10 +145,9 @@ async def list_messages(gw: Gateway, req: Request) -> Response:
     params = req.query()
     after = int_param(params, "after", 0, low=0, high=INT64_MAX)
     limit = int_param(params, "limit", DEFAULT_MESSAGES_LIMIT, low=1, high=MAX_MESSAGES_LIMIT)
-    session_id = req.path_params["id"]
-    gw.sessions.get(session_id)
+    session = session_of(gw, req)
     gw.sessions.event_log.flush()
-    return json_response({"messages": conversation.messages(gw.store, session_id, after, limit)})
+    return json_response({"messages": conversation.messages(gw.store, session, after, limit)})
 
 
 def _last_event_id(req: Request) -> int:
@@ -160,9 +160,8 @@ def _last_event_id(req: Request) -> int:
 
 async def stream_session_events(gw: Gateway, req: Request) -> None:
     """Replay what came after Last-Event-ID (or ?after=N), then stay live across turns."""
-    session_id = req.path_params["id"]
+    session_id = session_of(gw, req).id
     after = _last_event_id(req)
-    gw.sessions.get(session_id)
     writer = SseWriter(req, gw.stream_settings)
     subscriber, logged = gw.sessions.subscribe_from(session_id, after)
     try:

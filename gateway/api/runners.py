@@ -1,7 +1,8 @@
 """`/api/runners`: the registered runners and their state (coordinator mode).
 
 In standalone mode sandboxes run in-process: the list is empty and there is
-nothing to drain.
+nothing to drain. Runners are shared infrastructure, not any tenant's: only the
+default tenant (the operator) sees and drains them; another tenant's key gets 403.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gateway.context import Gateway
 from gateway.coordinator import Coordinator
 from gateway.http import ApiError, Request, Response, json_response
 from gateway.registry import RunnerState
+from gateway.store import DEFAULT_TENANT
 
 
 def runner_json(runner: RunnerState, sessions: int) -> dict[str, Any]:
@@ -35,7 +37,16 @@ def _coordinator(gw: Gateway) -> Coordinator | None:
     return gw.backend if isinstance(gw.backend, Coordinator) else None
 
 
+def _operator_only(req: Request) -> None:
+    """Runners are shared by every tenant: only the operator (the default tenant) sees
+    and drains them."""
+    if req.tenant_id != DEFAULT_TENANT:
+        raise ApiError(403, "runners are shared infrastructure: only the default tenant's "
+                            "keys see and drain them")
+
+
 async def list_runners(gw: Gateway, req: Request) -> Response:
+    _operator_only(req)
     coordinator = _coordinator(gw)
     if coordinator is None:
         return json_response({"runners": []})
@@ -47,6 +58,7 @@ async def list_runners(gw: Gateway, req: Request) -> Response:
 
 async def drain_runner(gw: Gateway, req: Request) -> Response:
     """Place no new sessions on the runner; its sessions go on until they end."""
+    _operator_only(req)
     coordinator = _coordinator(gw)
     if coordinator is None:
         raise ApiError(409, "no runners to drain: the gateway runs in standalone mode")

@@ -53,7 +53,7 @@ async def create_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     name = agents.validate_agent_name(string_field(body, "agent") or "")
     config = _create_config(body)
-    row, notice = await gw.sessions.create(name, config)
+    row, notice = await gw.sessions.create(name, config, req.tenant_id)
     body = {"session": session_json(row)}
     if notice:
         body["notice"] = notice
@@ -70,6 +70,7 @@ async def list_sessions(gw: Gateway, req: Request) -> Response:
         status=status,
         limit=int_param(params, "limit", DEFAULT_LIST_LIMIT, low=1, high=MAX_LIST_LIMIT),
         offset=int_param(params, "offset", 0, low=0, high=MAX_LIST_OFFSET),
+        tenant_id=req.tenant_id,
     )
     return json_response({"sessions": [session_json(row) for row in rows]})
 
@@ -78,37 +79,43 @@ def _reply(row: SessionRow, status: int = 200) -> Response:
     return json_response({"session": session_json(row)}, status)
 
 
+def session_of(gw: Gateway, req: Request) -> SessionRow:
+    """The caller's session the path's `{id}` names: 404 for an unknown id and for
+    another tenant's alike (same body), so an id tells nothing."""
+    return gw.sessions.get(req.path_params["id"], req.tenant_id)
+
+
 async def get_session(gw: Gateway, req: Request) -> Response:
-    return _reply(gw.sessions.get(req.path_params["id"]))
+    return _reply(session_of(gw, req))
 
 
 async def end_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.end(req.path_params["id"]))
+    return _reply(await gw.sessions.end(session_of(gw, req).id))
 
 
 async def pause_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.pause(req.path_params["id"]))
+    return _reply(await gw.sessions.pause(session_of(gw, req).id))
 
 
 async def resume_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.resume(req.path_params["id"]))
+    return _reply(await gw.sessions.resume(session_of(gw, req).id))
 
 
 async def interrupt_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.interrupt(req.path_params["id"]))
+    return _reply(await gw.sessions.interrupt(session_of(gw, req).id))
 
 
 async def stop_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.stop(req.path_params["id"]))
+    return _reply(await gw.sessions.stop(session_of(gw, req).id))
 
 
 async def update_session_config(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
-    return _reply(gw.sessions.update_config(req.path_params["id"], body))
+    return _reply(gw.sessions.update_config(session_of(gw, req).id, body))
 
 
 async def fork_session(gw: Gateway, req: Request) -> Response:
-    return _reply(await gw.sessions.fork(req.path_params["id"]), 201)
+    return _reply(await gw.sessions.fork(session_of(gw, req).id), 201)
 
 
 async def exec_in_session(gw: Gateway, req: Request) -> Response:
@@ -116,7 +123,7 @@ async def exec_in_session(gw: Gateway, req: Request) -> Response:
     command = string_field(body, "command") or ""
     timeout_ms = number_value(body.get("timeout", DEFAULT_EXEC_TIMEOUT_MS), "`timeout`", low=1,
                               high=MAX_EXEC_TIMEOUT_MS, integer=True, unit="milliseconds")
-    result = await gw.sessions.exec(req.path_params["id"], command, timeout_ms / 1000)
+    result = await gw.sessions.exec(session_of(gw, req).id, command, timeout_ms / 1000)
     return json_response({
         "exitCode": result.exit_code,
         "stdout": result.stdout.decode("utf-8", "replace"),

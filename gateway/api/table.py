@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.api import (
     agent_files,
     agents,
+    api_keys,
     attachments,
     docs,
     events,
@@ -35,6 +36,7 @@ OPERATIONS: list[Operation] = [
     *attachments.OPERATIONS,
     *usage.OPERATIONS,
     *runners.OPERATIONS,
+    *api_keys.OPERATIONS,
     *docs.OPERATIONS,
 ]
 
