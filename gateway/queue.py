@@ -251,12 +251,12 @@ class QueueService:
     async def _session_of(self, row: QueueRow) -> QueueRow:
         """The item's session, created if the item names none, and resumed if need be."""
         if row.session_id is None:
-            session, _ = await self.sessions.create(row.agent_name)
+            session, _ = await self.sessions.create(row.agent_name, tenant_id=row.tenant_id)
             updated = self.store.update_queue_item(row.id, session_id=session.id,
                                                    created_session=1)
             assert updated is not None
             return updated
-        session = self.sessions.get_live(row.session_id)
+        session = self.sessions.get_live(row.session_id, row.tenant_id)
         if session.status in RESUMABLE:
             await self.sessions.resume(session.id)
         return row

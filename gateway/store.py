@@ -551,8 +551,13 @@ class Store:
             self.db.execute("DELETE FROM sandboxes WHERE session_id = ?", (session_id,))
             self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
-    def count_sessions_by_status(self) -> dict[str, int]:
-        rows = self.db.execute("SELECT status, count(*) FROM sessions GROUP BY status")
+    def count_sessions_by_status(self, tenant_id: str | None = None) -> dict[str, int]:
+        """Per status, one tenant's sessions (every tenant's: None, as /health counts)."""
+        if tenant_id is None:
+            rows = self.db.execute("SELECT status, count(*) FROM sessions GROUP BY status")
+        else:
+            rows = self.db.execute("SELECT status, count(*) FROM sessions WHERE tenant_id = ? "
+                                   "GROUP BY status", (tenant_id,))
         return {status: count for status, count in rows}
 
     def pause_orphaned_local_sessions(self) -> int:

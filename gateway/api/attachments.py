@@ -131,7 +131,7 @@ def _attachment(gw: Gateway, req: Request) -> AttachmentRow:
 
 
 async def upload_attachment(gw: Gateway, req: Request) -> Response:
-    session_id = gw.sessions.get_live(req.path_params["id"]).id
+    session_id = gw.sessions.get_live(req.path_params["id"], req.tenant_id).id
     body = await req.json_object(body_limit(MAX_ATTACHMENT_BYTES))
     filename = check_filename(body.get("filename"))
     content = body.get("content")
@@ -153,7 +153,7 @@ async def upload_attachment(gw: Gateway, req: Request) -> Response:
 
 
 async def list_attachments(gw: Gateway, req: Request) -> Response:
-    session_id = gw.sessions.get(req.path_params["id"]).id
+    session_id = gw.sessions.get(req.path_params["id"], req.tenant_id).id
     rows = gw.store.list_attachments(req.tenant_id, session_id)
     return json_response({"attachments": [attachment_json(row) for row in rows]})
 

@@ -30,12 +30,13 @@ def _prompt(body: dict[str, Any]) -> str:
     return prompt
 
 
-def _session_id(gw: Gateway, body: dict[str, Any], agent_name: str) -> str | None:
+def _session_id(gw: Gateway, req: Request, body: dict[str, Any],
+                agent_name: str) -> str | None:
     """The given session, which must be live and the agent's (a foreign id is unknown)."""
     session_id = string_field(body, "sessionId", required=False)
     if session_id is None:
         return None
-    session = gw.sessions.get_live(session_id)
+    session = gw.sessions.get_live(session_id, req.tenant_id)
     if session.agent != agent_name:
         raise ApiError(400, f"session {session_id} is agent {session.agent}'s, "
                             f"not {agent_name}'s")
@@ -50,9 +51,9 @@ async def enqueue(gw: Gateway, req: Request) -> Response:
                                 high=MAX_PRIORITY, integer=True))
     max_retries = int(number_value(body.get("maxRetries", DEFAULT_MAX_RETRIES),
                                    "`maxRetries`", low=0, high=MAX_RETRIES, integer=True))
-    if gw.store.get_agent(agent_name) is None:
+    if gw.store.get_agent(agent_name, req.tenant_id) is None:
         raise ApiError(404, f"agent not found: {agent_name}")
-    session_id = _session_id(gw, body, agent_name)
+    session_id = _session_id(gw, req, body, agent_name)
     row = gw.queue.enqueue(req.tenant_id, agent_name, prompt, session_id, priority,
                            max_retries)
     return json_response({"item": item_json(row)}, 201)

@@ -74,9 +74,9 @@ async def analytics(gw: Gateway, req: Request) -> Response:
     usage between `after` and `before`. No evals exist here: their counts are zero."""
     where = _filter(req, by_session=False)
     gw.event_log.flush()
-    by_status = gw.store.count_sessions_by_status()
+    by_status = gw.store.count_sessions_by_status(req.tenant_id)
     return json_response({
-        "agents": {"total": len(gw.store.list_agents())},
+        "agents": {"total": len(gw.store.list_agents(req.tenant_id))},
         "sessions": {"total": sum(by_status.values()), "byStatus": by_status},
         "usage": stats_json(gw.store.usage_totals(where)),
         "evals": {"totalRuns": 0, "byStatus": {}},
