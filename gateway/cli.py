@@ -19,6 +19,7 @@ from gateway.app import GatewayApp
 from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
+from gateway.credentials import CredentialCipher, CredentialKeyError
 from gateway.event_log import EventLog
 from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
@@ -67,6 +68,8 @@ class GatewayConfig:
     """Standalone mode: most live sandboxes at once, warm-pool ones included."""
     request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
     request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
+    credential_cipher: CredentialCipher | None = field(default=None, repr=False)
+    """ASH_CREDENTIAL_KEY's (gateway/credentials.py); None: no credentials can be stored."""
 
 
 def _env_flag(name: str) -> bool:
@@ -144,6 +147,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
             BridgeSettings.from_env()  # ASH_BACKEND, ASH_MOCK_*, ASH_BRIDGE_* limits
         except ValueError as exc:
             parser.error(str(exc))
+    try:
+        credential_cipher = CredentialCipher.from_env()
+    except CredentialKeyError as exc:
+        parser.error(str(exc))
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
@@ -163,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
         request_head_timeout=args.request_head_timeout,
         request_body_timeout=args.request_body_timeout,
+        credential_cipher=credential_cipher,
     )
 
 
@@ -179,7 +187,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
                           isolation=create_isolation(config.sandbox, config.data_dir),
                           warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
-    sessions = SessionService(store, backend, event_log)
+    sessions = SessionService(store, backend, event_log,
+                              credential_cipher=config.credential_cipher)
     if isinstance(backend, Coordinator):
         backend.on_unfinished_turn = sessions.adopt_unfinished_turn
     recovered = sessions.recover_after_restart()

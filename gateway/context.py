@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.credentials import CredentialVault
 from gateway.event_log import EventLog
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
@@ -36,6 +37,11 @@ class Gateway:
     sandbox: dict[str, Any] | None = None
     """How local sandboxes are isolated (standalone mode), as /health shows it."""
     _sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def credentials(self) -> CredentialVault:
+        """The tenants' model credentials (`gateway.credentials`)."""
+        return self.sessions.credentials
 
     def start_background_work(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())

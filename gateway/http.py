@@ -100,11 +100,11 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def __call__(self, send: Send) -> None:
-        headers = [
+        headers = [] if self.status == 204 else [  # 204: no body, so neither header
             (b"content-type", self.content_type),
             (b"content-length", str(len(self.body)).encode()),
-            *self.headers,
         ]
+        headers.extend(self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 

@@ -3,8 +3,9 @@
 A sandbox's bridge relays each HTTP request its CLI makes to the bridge's loopback port
 as a `model_request` frame. This module checks it (the session's token, and only POST
 /v1/messages or /v1/messages/count_tokens), forwards it to the runner's upstream
-(`ANTHROPIC_BASE_URL`, default the Anthropic API) with the runner's `ANTHROPIC_API_KEY`,
-and sends the response back as head, chunks as they arrive, and end: never whole.
+(`ANTHROPIC_BASE_URL`, default the Anthropic API) with the runner's `ANTHROPIC_API_KEY`
+(or the session's own anthropic credential), and sends the response back as head,
+chunks as they arrive, and end: never whole.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -45,7 +46,7 @@ class ModelUpstream:
     """Where model requests go and the key they carry; exists only on the runner."""
 
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ModelUpstream | None:
@@ -53,7 +54,11 @@ class ModelUpstream:
         key = environ.get("ANTHROPIC_API_KEY")
         if not key:
             return None
-        return cls((environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM).rstrip("/"), key)
+        return cls(base_url_from_env(environ), key)
+
+
+def base_url_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    return (environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM).rstrip("/")
 
 
 def allowed(method: str, path: str) -> bool:

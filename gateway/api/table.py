@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.api import (
     agent_files,
     agents,
+    credentials,
     docs,
     events,
     files,
@@ -29,6 +30,7 @@ OPERATIONS: list[Operation] = [
     *logs.OPERATIONS,
     *files.OPERATIONS,
     *runners.OPERATIONS,
+    *credentials.OPERATIONS,
     *docs.OPERATIONS,
 ]
 
