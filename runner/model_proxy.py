@@ -80,7 +80,7 @@ class ModelProxy:
         self._upstream = upstream
         self._token = token
         self._send = send
-        self._client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
+        self._client: asyncio.Future[httpx.AsyncClient] | None = None
         self._requests: dict[str, asyncio.Task[None]] = {}
 
     def on_frame(self, event: events.Event) -> None:
@@ -105,7 +105,18 @@ class ModelProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await (await self._client).aclose()
+
+    async def _http(self) -> httpx.AsyncClient:
+        """The upstream client, made at the first request and in a thread: loading the CA
+        bundle takes a few hundred ms, which would stall every sandbox and the runner's
+        heartbeat, and a sandbox that never calls the model needs none."""
+        if self._client is None:
+            self._client = asyncio.ensure_future(
+                asyncio.to_thread(httpx.AsyncClient, timeout=UPSTREAM_TIMEOUT))
+        return await asyncio.shield(self._client)
 
     def _frame(self, kind: str, **payload: Any) -> None:
         self._send(kind, orjson.dumps(payload))
@@ -139,9 +150,10 @@ class ModelProxy:
         upstream_headers["accept-encoding"] = "identity"
         error: str | None = None
         try:
-            upstream = self._client.build_request(method, self._upstream.base_url + path,
-                                                  headers=upstream_headers, content=body)
-            response = await self._client.send(upstream, stream=True)
+            client = await self._http()
+            upstream = client.build_request(method, self._upstream.base_url + path,
+                                            headers=upstream_headers, content=body)
+            response = await client.send(upstream, stream=True)
             try:
                 self._frame(events.MODEL_RESPONSE_HEAD, id=request_id,
                             status=response.status_code,
