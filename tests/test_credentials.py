@@ -16,7 +16,9 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from bench.model_stub import StubProcess
-from gateway.credentials import CredentialCipher, CredentialKeyError
+from gateway.credentials import CredentialCipher, CredentialKeyError, CredentialVault
+from gateway.http import ApiError
+from gateway.store import Store
 from tests.conftest import deploy, make_agent_folder, make_client, send_message
 from tests.gateway_process import TEST_CREDENTIAL_KEY, GatewayProcess
 from tests.split_cluster import Cluster
@@ -278,3 +280,26 @@ def test_through_a_runner_the_credential_crosses_grpc_and_stays_out_of_its_sandb
     needle = SESSION_KEY.encode()
     assert [log for log in logs if needle in log.read_bytes()] == []
     assert files_holding(tmp_path, needle) == []
+
+
+def test_credentials_are_scoped_to_their_tenant_and_must_be_active(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ash.db")
+    vault = CredentialVault(store, CredentialCipher.from_key(TEST_CREDENTIAL_KEY))
+    mine = vault.add("tenant-a", ModelCredential("anthropic", SESSION_KEY), None)
+    assert vault.list("tenant-b") == []
+    for tenant in ("tenant-b", "tenant-a"):
+        if tenant == "tenant-a":
+            store.db.execute("UPDATE credentials SET active = 0 WHERE id = ?", (mine.id,))
+        with pytest.raises(ApiError) as refused:
+            vault.check_usable(tenant, mine.id)
+        assert refused.value.status == 400
+    with pytest.raises(ApiError) as foreign:
+        vault.delete("tenant-b", mine.id)
+    assert foreign.value.status == 404
+    assert [row.id for row in vault.list("tenant-a")] == [mine.id]
+    # a sealed key moved to another tenant's row does not open
+    store.db.execute("UPDATE credentials SET tenant_id = 'tenant-b', active = 1 WHERE id = ?",
+                     (mine.id,))
+    with pytest.raises(ApiError) as moved:
+        vault.open("tenant-b", mine.id)
+    assert moved.value.status == 500
