@@ -70,8 +70,10 @@ CREATE_BODY = obj({
     "type": {"type": "string", "enum": list(TYPES)},
     "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS,
             "pattern": "^[^\\u0000\\r\\n]*\\S[^\\u0000\\r\\n]*$"},
-    "label": {"type": "string", "maxLength": MAX_LABEL_CHARS, "pattern": "^[^\\u0000]*$"},
+    "label": nullable({"type": "string", "maxLength": MAX_LABEL_CHARS,
+                       "pattern": "^[^\\u0000]*$"}),
 }, "type", "key")
+"""`label: null` reads as no label."""
 LISTED = obj({"credentials": array(obj({**CREDENTIAL["properties"]},
                                        *CREDENTIAL["required"], "lastUsedAt"))},
              "credentials")
