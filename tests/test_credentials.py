@@ -256,6 +256,20 @@ def test_an_openai_credential_enters_the_sandbox_as_its_environment(
     assert "OPENAI_API_KEY=sk-openai-visible" in exec_in(gateway_client, sid, "printenv")
 
 
+def test_a_fork_keeps_its_parents_credential(
+    gateway_client: httpx.Client, tmp_path: Path,
+) -> None:
+    deploy(gateway_client, "echo", make_agent_folder(tmp_path))
+    credential = add_credential(gateway_client, "custom", "custom-key-for-forks")
+    sid = gateway_client.post("/api/sessions", json={
+        "agent": "echo", "credentialId": credential["id"]}).json()["session"]["id"]
+    send_message(gateway_client, sid, "hello")
+    fork = gateway_client.post(f"/api/sessions/{sid}/fork").json()["session"]["id"]
+    assert gateway_client.post(f"/api/sessions/{fork}/resume").status_code == 200
+    assert "ASH_CUSTOM_API_KEY=custom-key-for-forks" in exec_in(gateway_client, fork,
+                                                                "printenv")
+
+
 def test_through_a_runner_the_credential_crosses_grpc_and_stays_out_of_its_sandbox(
     tmp_path: Path, stub: StubProcess, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
