@@ -246,23 +246,27 @@ def test_a_deleted_credential_stops_its_session_from_starting_again(
         assert client.get(f"/api/sessions/{sid}").json()["session"]["status"] == "stopped"
 
 
+def echo_session_with(client: httpx.Client, root: Path, kind: str, key: str) -> str:
+    """A mock-agent session created with a new credential of `kind`."""
+    deploy(client, "echo", make_agent_folder(root))
+    credential = add_credential(client, kind, key)
+    response = client.post("/api/sessions", json={"agent": "echo",
+                                                  "credentialId": credential["id"]})
+    assert response.status_code == 201, response.text
+    return response.json()["session"]["id"]
+
+
 def test_an_openai_credential_enters_the_sandbox_as_its_environment(
     gateway_client: httpx.Client, tmp_path: Path,
 ) -> None:
-    deploy(gateway_client, "echo", make_agent_folder(tmp_path))
-    credential = add_credential(gateway_client, "openai", "sk-openai-visible")
-    sid = gateway_client.post("/api/sessions", json={
-        "agent": "echo", "credentialId": credential["id"]}).json()["session"]["id"]
+    sid = echo_session_with(gateway_client, tmp_path, "openai", "sk-openai-visible")
     assert "OPENAI_API_KEY=sk-openai-visible" in exec_in(gateway_client, sid, "printenv")
 
 
 def test_a_fork_keeps_its_parents_credential(
     gateway_client: httpx.Client, tmp_path: Path,
 ) -> None:
-    deploy(gateway_client, "echo", make_agent_folder(tmp_path))
-    credential = add_credential(gateway_client, "custom", "custom-key-for-forks")
-    sid = gateway_client.post("/api/sessions", json={
-        "agent": "echo", "credentialId": credential["id"]}).json()["session"]["id"]
+    sid = echo_session_with(gateway_client, tmp_path, "custom", "custom-key-for-forks")
     send_message(gateway_client, sid, "hello")
     fork = gateway_client.post(f"/api/sessions/{sid}/fork").json()["session"]["id"]
     assert gateway_client.post(f"/api/sessions/{fork}/resume").status_code == 200
