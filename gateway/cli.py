@@ -19,6 +19,7 @@ from gateway.app import GatewayApp
 from gateway.auth import KEY_SECRET_ENV, KeyRing, KeySecretError, load_key_secret
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
+from gateway.credentials import CredentialCipher, CredentialKeyError
 from gateway.event_log import EventLog
 from gateway.queue import QueueSettings
 from gateway.servers import ServeOptions, ServerUnavailable
@@ -74,6 +75,8 @@ class GatewayConfig:
     """ASH_KEY_SECRET: the HMAC key of stored API keys (else one kept in the data dir)."""
     internal_secret: str | None = None
     """ASH_INTERNAL_SECRET: what runners and the internal routes (/api/internal/) present."""
+    credential_cipher: CredentialCipher | None = field(default=None, repr=False)
+    """ASH_CREDENTIAL_KEY's (gateway/credentials.py); None: no credentials can be stored."""
 
 
 def _env_flag(name: str) -> bool:
@@ -152,6 +155,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
             BridgeSettings.from_env()  # ASH_BACKEND, ASH_MOCK_*, ASH_BRIDGE_* limits
         except ValueError as exc:
             parser.error(str(exc))
+    try:
+        credential_cipher = CredentialCipher.from_env()
+    except CredentialKeyError as exc:
+        parser.error(str(exc))
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     if args.server not in servers.SERVERS:  # argparse does not check a default (ASH_SERVER)
@@ -173,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         request_body_timeout=args.request_body_timeout,
         queue=queue_cli.settings_from_args(args, parser),
         key_secret=env(KEY_SECRET_ENV) or None, internal_secret=env(SECRET_ENV) or None,
+        credential_cipher=credential_cipher,
     )
 
 
@@ -188,7 +196,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, KeyRing, str | None]:
                           isolation=create_isolation(config.sandbox, config.data_dir),
                           warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
-    sessions = SessionService(store, backend, event_log)
+    sessions = SessionService(store, backend, event_log,
+                              credential_cipher=config.credential_cipher)
     if isinstance(backend, Coordinator):
         backend.on_unfinished_turn = sessions.adopt_unfinished_turn
     recovered = sessions.recover_after_restart()

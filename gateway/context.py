@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth import KeyRing
+from gateway.credentials import CredentialVault
 from gateway.event_log import EventLog
 from gateway.queue import QueueService, QueueSettings
 from gateway.sessions import SessionService
@@ -45,6 +46,11 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.queue = QueueService(self.store, self.sessions, self.queue_settings)
+
+    @property
+    def credentials(self) -> CredentialVault:
+        """The tenants' model credentials (`gateway.credentials`)."""
+        return self.sessions.credentials
 
     def start_background_work(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())

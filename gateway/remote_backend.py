@@ -192,6 +192,9 @@ class RemoteBackend:
             agent_bundle=await self._bundles.get(agent),
             agent_config_json=orjson.dumps(agent.config), state=state,
         )
+        if agent.credential is not None:
+            request.credential.type = agent.credential.type
+            request.credential.key = agent.credential.key
         self._creating += 1
         try:
             response = await self._call(self._stub.CreateSandbox(

@@ -25,6 +25,7 @@ import orjson
 from gateway import VERSION
 from gateway.agents import agent_spec
 from gateway.conversation import user_message
+from gateway.credentials import CredentialCipher, CredentialVault
 from gateway.event_guard import history_document, replace_forged
 from gateway.event_log import EventLog
 from gateway.http import ApiError
@@ -45,6 +46,7 @@ from runner.timing import TIMING
 from wire import events, sse
 from wire import timing as wt
 from wire.content import CONTENT_BLOCKS_OPTION
+from wire.credentials import ModelCredential
 from wire.events import done_payload
 from wire.session_config import (
     SESSION_CONFIG_OPTION,
@@ -114,6 +116,10 @@ class SessionService:
     backend: Backend
     event_log: EventLog
     runner_id: str | None = None
+    credential_cipher: CredentialCipher | None = None
+    """ASH_CREDENTIAL_KEY's cipher; without it, no credential can be stored or used."""
+    credentials: CredentialVault = field(init=False)
+    """Where a session created with `credentialId` gets its credential at each sandbox start."""
     feeds: Feeds = field(default_factory=Feeds)
     _busy: set[str] = field(default_factory=set)
     _last_seq: dict[str, int] = field(default_factory=dict)
@@ -126,6 +132,7 @@ class SessionService:
     """Resumes that started a new sandbox and restored the state into it."""
 
     def __post_init__(self) -> None:
+        self.credentials = CredentialVault(self.store, self.credential_cipher)
         self.event_log.on_flushed = self.backend.acknowledge
         watch_stops = getattr(self.backend, "on_sandbox_stopped", None)
         if watch_stops is not None:
@@ -201,20 +208,28 @@ class SessionService:
     # lifecycle
 
     async def create(self, agent_name: str, config: dict[str, Any] | None = None,
-                     tenant_id: str = DEFAULT_TENANT) -> tuple[SessionRow, str | None]:
+                     tenant_id: str = DEFAULT_TENANT,
+                     credential: tuple[str, str] | None = None
+                     ) -> tuple[SessionRow, str | None]:
         """A new session of `tenant_id`'s agent with a ready sandbox, and a notice for the
-        client, if any. `config` (checked by the caller:
-        `wire.session_config.check_config`) is stored with it."""
+        client, if any. `config` (checked by the caller: `wire.session_config.check_config`)
+        is stored with it; `credential` (tenant id, credential id; checked by the caller) is
+        the model credential its sandboxes get, at this start and every later one."""
         agent = self.store.get_agent(agent_name, tenant_id)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
         session_id = str(uuid.uuid4())
         self.store.insert_session(session_id, agent.name, agent.version, self.runner_id,
                                   orjson.dumps(config or {}).decode(), tenant_id)
+        if credential is not None:
+            self.store.link_session_credential(session_id, *credential)
         try:
             row, info = await self._start_sandbox(session_id, agent_name)
-        except BackendError as exc:
+        except (BackendError, ApiError) as exc:
             self.store.delete_session(session_id)
+            self.store.unlink_session_credential(session_id)
+            if isinstance(exc, ApiError):
+                raise
             if isinstance(exc, CapacityExceeded):
                 raise ApiError(503, f"no sandbox for a new session: {exc}") from exc
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc
@@ -232,7 +247,9 @@ class SessionService:
         agent = self.store.get_agent(agent_name, row.tenant_id)
         if agent is None:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
-        info = await self.backend.create(session_id, sandbox_agent(agent_spec(agent), row))
+        spec = dataclasses.replace(sandbox_agent(agent_spec(agent), row),
+                                   credential=self._credential_of(session_id))
+        info = await self.backend.create(session_id, spec)
         runner_id = info.runner_id or self.runner_id
         self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
         fresh = {} if info.attached else {"runner_hint": 0}
@@ -242,6 +259,12 @@ class SessionService:
         )
         assert row is not None
         return row, info
+
+    def _credential_of(self, session_id: str) -> ModelCredential | None:
+        """The session's own credential, decrypted for this sandbox start (ApiError when it
+        is gone); None for a session that uses the runner's key."""
+        link = self.store.session_credential(session_id)
+        return None if link is None else self.credentials.open(*link)
 
     async def pause(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)
@@ -394,12 +417,15 @@ class SessionService:
         fork_id = str(uuid.uuid4())
         self.event_log.flush()
         fork = self.store.insert_fork(fork_id, parent)
+        if (link := self.store.session_credential(session_id)) is not None:
+            self.store.link_session_credential(fork_id, *link)
         try:
             await self.backend.seed(fork_id, agent_spec(agent), state)
         except BaseException as exc:
             with contextlib.suppress(BackendError):
                 await self.backend.destroy(fork_id)  # what a half-done seed left
             self.store.delete_session(fork_id)
+            self.store.unlink_session_credential(fork_id)
             if isinstance(exc, BackendError):
                 raise ApiError(503, f"fork of session {session_id} failed: {exc}") from exc
             raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX api_keys_by_hmac ON api_keys (hmac);
     CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, created_at);
     """,
+    # Model credentials (gateway/credentials.py): `secret` is the key sealed with
+    # AES-256-GCM under ASH_CREDENTIAL_KEY, never the key itself. A session created with
+    # one is linked to it, so a cold resume sends it to the runner again.
+    """
+    CREATE TABLE credentials (
+        id            TEXT PRIMARY KEY,
+        tenant_id     TEXT NOT NULL,
+        type          TEXT NOT NULL,
+        label         TEXT,
+        secret        BLOB NOT NULL,
+        active        INTEGER NOT NULL DEFAULT 1,
+        created_at    REAL NOT NULL,
+        last_used_at  REAL
+    );
+    CREATE INDEX credentials_by_tenant ON credentials (tenant_id, created_at);
+    CREATE TABLE session_credentials (
+        session_id     TEXT PRIMARY KEY,
+        tenant_id      TEXT NOT NULL,
+        credential_id  TEXT NOT NULL
+    );
+    """,
 )
 
 SESSION_LIVE_STATUSES = ("starting", "active", "paused", "stopped", "error")
@@ -221,6 +242,28 @@ class AgentRow:
     updated_at: float
     id: str = ""
     tenant_id: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRow:
+    id: str
+    tenant_id: str
+    type: str
+    label: str | None
+    secret: bytes = field(repr=False)
+    active: bool
+    created_at: float
+    last_used_at: float | None
+
+
+_CREDENTIAL_COLUMNS = ("id, tenant_id, type, label, secret, active, created_at, "
+                       "last_used_at")
+
+
+def _credential(row: tuple[Any, ...]) -> CredentialRow:
+    values = list(row)
+    values[5] = bool(values[5])
+    return CredentialRow(*values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -928,3 +971,52 @@ class Store:
         self.db.execute("UPDATE api_keys SET revoked = 1 WHERE id = ? AND tenant_id = ? "
                         "AND revoked = 0", (key_id, tenant_id))
         return self.db.changes() > 0
+
+    # credentials (gateway/credentials.py): every query is scoped by tenant
+
+    def insert_credential(self, credential_id: str, tenant_id: str, kind: str,
+                          label: str | None, secret: bytes) -> CredentialRow:
+        row = self.db.execute(
+            f"INSERT INTO credentials (id, tenant_id, type, label, secret, created_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_CREDENTIAL_COLUMNS}",
+            (credential_id, tenant_id, kind, label, secret, time.time()),
+        ).fetchone()
+        return _credential(row)
+
+    def get_credential(self, tenant_id: str, credential_id: str) -> CredentialRow | None:
+        row = self.db.execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE id = ? AND tenant_id = ?",
+            (credential_id, tenant_id),
+        ).fetchone()
+        return _credential(row) if row else None
+
+    def list_credentials(self, tenant_id: str) -> list[CredentialRow]:
+        rows = self.db.execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE tenant_id = ? "
+            f"ORDER BY created_at DESC, id", (tenant_id,))
+        return [_credential(row) for row in rows]
+
+    def delete_credential(self, tenant_id: str, credential_id: str) -> bool:
+        self.db.execute("DELETE FROM credentials WHERE id = ? AND tenant_id = ?",
+                        (credential_id, tenant_id))
+        return self.db.changes() > 0
+
+    def touch_credential(self, credential_id: str) -> None:
+        self.db.execute("UPDATE credentials SET last_used_at = ? WHERE id = ?",
+                        (time.time(), credential_id))
+
+    def link_session_credential(self, session_id: str, tenant_id: str,
+                                credential_id: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO session_credentials (session_id, tenant_id, credential_id) "
+            "VALUES (?, ?, ?)", (session_id, tenant_id, credential_id))
+
+    def session_credential(self, session_id: str) -> tuple[str, str] | None:
+        """The (tenant id, credential id) the session was created with, if any."""
+        row = self.db.execute(
+            "SELECT tenant_id, credential_id FROM session_credentials WHERE session_id = ?",
+            (session_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def unlink_session_credential(self, session_id: str) -> None:
+        self.db.execute("DELETE FROM session_credentials WHERE session_id = ?", (session_id,))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runner.bridge_log import LogPage
+from wire.credentials import ModelCredential
 from wire.events import Event
 
 
@@ -23,6 +24,9 @@ class AgentSpec:
     path: str
     version: int = 1
     config: dict[str, Any] = field(default_factory=dict)
+    credential: ModelCredential | None = field(default=None, repr=False, compare=False)
+    """The session's own model credential (`credentialId`), in memory only: an anthropic
+    one goes upstream through the model proxy, others into the sandbox's environment."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from wire import events
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
 from wire import timing as wt
+from wire.credentials import check_credential
 from wire.internal_auth import SecretCheck
 
 log = logging.getLogger("ash.runner")
@@ -233,7 +234,13 @@ class RunnerService(pb_grpc.RunnerServicer):
         else:
             raise BackendError("CreateSandbox names no agent folder")
         version = int(request.agent_version) if request.agent_version.isdigit() else 1
-        return AgentSpec(request.agent_name, str(folder), version, config)
+        credential = None
+        if request.HasField("credential"):
+            try:
+                credential = check_credential(request.credential.type, request.credential.key)
+            except ValueError as exc:
+                raise BackendError(f"CreateSandbox credential: {exc}") from None
+        return AgentSpec(request.agent_name, str(folder), version, config, credential)
 
     async def DestroySandbox(
         self, request: pb.DestroySandboxRequest, context: grpc.aio.ServicerContext

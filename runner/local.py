@@ -47,7 +47,7 @@ from runner.backend import (
 from runner.bridge_client import BridgeClient, ExecTimeout, ViolationHandler
 from runner.bridge_log import LogPage, read_log
 from runner.isolation import BwrapIsolation, Isolation, create_isolation, mode_from_env
-from runner.model_proxy import ModelProxy, ModelUpstream
+from runner.model_proxy import ModelProxy, ModelUpstream, base_url_from_env
 from runner.sandbox import (
     LOG_FILE,
     BridgeProcess,
@@ -211,7 +211,7 @@ class LocalBackend:
     async def create(
         self, session_id: str, agent: AgentSpec, *, state: bytes | None = None
     ) -> SandboxInfo:
-        token = secrets.token_urlsafe(24) if self._upstream is not None else None
+        token = secrets.token_urlsafe(24) if self._upstream_for(agent) is not None else None
         spec = SandboxSpec(session_id, agent, self.sandbox_dir(session_id), self._settings,
                            model_token=token)
         if session_id in self._starting or self.is_alive(session_id):
@@ -263,11 +263,21 @@ class LocalBackend:
             raise
         return self._record(spec, bridge, client, proxy, ready, restored=restored)
 
+    def _upstream_for(self, agent: AgentSpec) -> ModelUpstream | None:
+        """Where the sandbox's model calls go: with the session's own anthropic credential,
+        to the runner's upstream with that key; else with the runner's key, if it has one."""
+        credential = agent.credential
+        if credential is None or not credential.proxied:
+            return self._upstream
+        base_url = self._upstream.base_url if self._upstream is not None else base_url_from_env()
+        return ModelUpstream(base_url, credential.key)
+
     def _model_proxy(self, spec: SandboxSpec,
                      to_bridge: Callable[[str, bytes], None]) -> ModelProxy | None:
-        if self._upstream is None or spec.model_token is None:
+        upstream = self._upstream_for(spec.agent)
+        if upstream is None or spec.model_token is None:
             return None
-        return ModelProxy(self._upstream, spec.model_token, to_bridge)
+        return ModelProxy(upstream, spec.model_token, to_bridge)
 
     @staticmethod
     def _record(spec: SandboxSpec, bridge: BridgeProcess, client: BridgeClient,

@@ -3,8 +3,9 @@
 A sandbox's bridge relays each HTTP request its CLI makes to the bridge's loopback port
 as a `model_request` frame. This module checks it (the session's token, and only POST
 /v1/messages or /v1/messages/count_tokens), forwards it to the runner's upstream
-(`ANTHROPIC_BASE_URL`, default the Anthropic API) with the runner's `ANTHROPIC_API_KEY`,
-and sends the response back as head, chunks as they arrive, and end: never whole.
+(`ANTHROPIC_BASE_URL`, default the Anthropic API) with the runner's `ANTHROPIC_API_KEY`
+(or the session's own anthropic credential), and sends the response back as head,
+chunks as they arrive, and end: never whole.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -45,7 +46,7 @@ class ModelUpstream:
     """Where model requests go and the key they carry; exists only on the runner."""
 
     base_url: str
-    api_key: str
+    api_key: str = field(repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ModelUpstream | None:
@@ -53,7 +54,11 @@ class ModelUpstream:
         key = environ.get("ANTHROPIC_API_KEY")
         if not key:
             return None
-        return cls((environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM).rstrip("/"), key)
+        return cls(base_url_from_env(environ), key)
+
+
+def base_url_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    return (environ.get("ANTHROPIC_BASE_URL") or DEFAULT_UPSTREAM).rstrip("/")
 
 
 def allowed(method: str, path: str) -> bool:
@@ -75,7 +80,7 @@ class ModelProxy:
         self._upstream = upstream
         self._token = token
         self._send = send
-        self._client = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT)
+        self._client: asyncio.Future[httpx.AsyncClient] | None = None
         self._requests: dict[str, asyncio.Task[None]] = {}
 
     def on_frame(self, event: events.Event) -> None:
@@ -100,7 +105,18 @@ class ModelProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await (await self._client).aclose()
+
+    async def _http(self) -> httpx.AsyncClient:
+        """The upstream client, made at the first request and in a thread: loading the CA
+        bundle takes a few hundred ms, which would stall every sandbox and the runner's
+        heartbeat, and a sandbox that never calls the model needs none."""
+        if self._client is None:
+            self._client = asyncio.ensure_future(
+                asyncio.to_thread(httpx.AsyncClient, timeout=UPSTREAM_TIMEOUT))
+        return await asyncio.shield(self._client)
 
     def _frame(self, kind: str, **payload: Any) -> None:
         self._send(kind, orjson.dumps(payload))
@@ -134,9 +150,10 @@ class ModelProxy:
         upstream_headers["accept-encoding"] = "identity"
         error: str | None = None
         try:
-            upstream = self._client.build_request(method, self._upstream.base_url + path,
-                                                  headers=upstream_headers, content=body)
-            response = await self._client.send(upstream, stream=True)
+            client = await self._http()
+            upstream = client.build_request(method, self._upstream.base_url + path,
+                                            headers=upstream_headers, content=body)
+            response = await client.send(upstream, stream=True)
             try:
                 self._frame(events.MODEL_RESPONSE_HEAD, id=request_id,
                             status=response.status_code,

@@ -32,6 +32,7 @@ from runner.bridge_client import BridgeClient
 from runner.timing import TIMING
 from wire import timing as wt
 from wire.bridge_limits import BridgeLimits, Violation
+from wire.credentials import sandbox_env as credential_env
 from wire.events import WARM_SLOT_ENV, Event
 from wire.session_config import (
     MAX_ENV_CONFIG_BYTES,
@@ -66,6 +67,9 @@ class BridgeSettings:
 
     agent_backend: str = "mock"
     """Agent backend for agents whose agent.json names none."""
+    backend_chosen: bool = False
+    """ASH_BACKEND chose `agent_backend` (else the runner's key did: a session's own
+    anthropic credential then makes it `claude` too)."""
     mock_first_token_ms: float | None = None
     mock_token_interval_ms: float | None = None
     mock_tokens: int | None = None
@@ -88,6 +92,7 @@ class BridgeSettings:
         return cls(
             agent_backend=environ.get("ASH_BACKEND")
             or ("claude" if environ.get("ANTHROPIC_API_KEY") else "mock"),
+            backend_chosen=bool(environ.get("ASH_BACKEND")),
             mock_first_token_ms=number("ASH_MOCK_FIRST_TOKEN_MS", float),
             mock_token_interval_ms=number("ASH_MOCK_TOKEN_INTERVAL_MS", float),
             mock_tokens=number("ASH_MOCK_TOKENS", int),
@@ -126,9 +131,15 @@ class SandboxSpec:
 
     @property
     def backend(self) -> str:
-        """The agent backend: the agent's config names it, else the runner's default."""
+        """The agent backend: the agent's config names it, else the runner's default (which
+        a session's anthropic credential makes `claude` unless ASH_BACKEND chose it)."""
         backend = self.agent.config.get("backend")
-        return backend if isinstance(backend, str) else self.settings.agent_backend
+        if isinstance(backend, str):
+            return backend
+        credential = self.agent.credential
+        if credential is not None and credential.proxied and not self.settings.backend_chosen:
+            return "claude"
+        return self.settings.agent_backend
 
 
 class LogPump:
@@ -272,10 +283,13 @@ def session_config_env(config: Mapping[str, Any]) -> dict[str, str]:
 
 def session_env(spec: SandboxSpec, *, sandboxed: bool = False) -> dict[str, str]:
     """What a bridge's environment holds for its session and agent: the agent's `env`,
-    then the session's `extraEnv`, HOME, ASH_SESSION_ID, ASH_AGENT_DIR, ASH_BACKEND and
-    the model proxy's token. A warm-pool bridge gets these in its `bind` frame instead."""
+    then the session's credential when the model proxy cannot carry it
+    (`wire.credentials.sandbox_env`), the session's `extraEnv`, HOME, ASH_SESSION_ID,
+    ASH_AGENT_DIR, ASH_BACKEND and the model proxy's token. A warm-pool bridge gets these
+    in its `bind` frame instead."""
     env = agent_env(spec.agent.config)
     env.pop(SESSION_CONFIG_ENV, None)
+    env.update(credential_env(spec.agent.credential))
     env.update(session_config_env(spec.agent.config))
     env.update(spec.settings.mock_env())
     env.update({

@@ -16,6 +16,9 @@ from typing import Any
 from tests.sse_client import SseEvent, parse_sse
 
 TEST_API_KEY = "ash_test_key_0123456789"
+TEST_CREDENTIAL_KEY = "dGVzdC1jcmVkZW50aWFsLWtleS0zMi1ieXRlcy0hISE="
+"""ASH_CREDENTIAL_KEY of test gateways (32 bytes, base64): the credentials routes work in
+every test unless its `extra_env` sets it empty."""
 STARTUP_TIMEOUT = 30.0
 NO_WARM_POOL = {"ASH_WARM_POOL": "0"}
 """Test gateways and runners start without a warm pool unless a test asks for one
@@ -41,6 +44,7 @@ class GatewayProcess:
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASH_")}
         env.update(NO_WARM_POOL)
+        env["ASH_CREDENTIAL_KEY"] = TEST_CREDENTIAL_KEY
         env.update(self.extra_env)
         if self.api_key is not None:
             env["ASH_API_KEY"] = self.api_key

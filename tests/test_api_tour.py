@@ -173,8 +173,12 @@ def test_every_operation_answers_as_declared(
         call("DELETE", "/api/agents/{name}/files/{path+}",
              "/api/agents/uploaded/files/notes/tips.md")
 
-        sid = call("POST", "/api/sessions", "/api/sessions",
-                   json={"agent": "echo"}).json()["session"]["id"]
+        credential = call("POST", "/api/credentials", "/api/credentials", json={
+            "type": "anthropic", "key": "sk-ant-toured", "label": "tour"}).json()["credential"]
+        sid = call("POST", "/api/sessions", "/api/sessions", json={
+            "agent": "echo", "credentialId": credential["id"]}).json()["session"]["id"]
+        listed_credentials = call("GET", "/api/credentials", "/api/credentials").json()
+        assert listed_credentials["credentials"][0]["lastUsedAt"] is not None
         base = f"/api/sessions/{sid}"
         call("GET", "/api/sessions", "/api/sessions")
         call("GET", "/api/sessions/{id}", base)
@@ -237,6 +241,7 @@ def test_every_operation_answers_as_declared(
         call("DELETE", "/api/sessions/{id}", f"/api/sessions/{fork['id']}")
         call("DELETE", "/api/sessions/{id}", base)
         call("DELETE", "/api/agents/{name}", "/api/agents/echo")
+        call("DELETE", "/api/credentials/{id}", f"/api/credentials/{credential['id']}")
         call("DELETE", "/api/agents/{name}", "/api/agents/uploaded")
         runners = call("GET", "/api/runners", "/api/runners").json()["runners"]
         for runner in runners:

@@ -182,7 +182,7 @@ def test_extra_env_may_not_set_what_the_runner_controls(
     assert f"{name} is set by the runner" in response.json()["error"]
 
 
-def test_a_credential_id_is_refused_until_credentials_exist(
+def test_an_unknown_credential_id_is_refused(
     client: httpx.Client, agent: str
 ) -> None:
     response = create(client, agent, credentialId="cred-1")

@@ -106,7 +106,7 @@ class Ack(_message.Message):
     def __init__(self, server_time_unix_ms: _Optional[int] = ...) -> None: ...
 
 class CreateSandboxRequest(_message.Message):
-    __slots__ = ("session_id", "agent_name", "agent_version", "agent_bundle", "agent_path", "agent_config_json", "state")
+    __slots__ = ("session_id", "agent_name", "agent_version", "agent_bundle", "agent_path", "agent_config_json", "state", "credential")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_NAME_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class CreateSandboxRequest(_message.Message):
     AGENT_PATH_FIELD_NUMBER: _ClassVar[int]
     AGENT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent_name: str
     agent_version: str
@@ -121,7 +122,16 @@ class CreateSandboxRequest(_message.Message):
     agent_path: str
     agent_config_json: bytes
     state: bytes
-    def __init__(self, session_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_bundle: _Optional[bytes] = ..., agent_path: _Optional[str] = ..., agent_config_json: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
+    credential: ModelCredential
+    def __init__(self, session_id: _Optional[str] = ..., agent_name: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_bundle: _Optional[bytes] = ..., agent_path: _Optional[str] = ..., agent_config_json: _Optional[bytes] = ..., state: _Optional[bytes] = ..., credential: _Optional[_Union[ModelCredential, _Mapping]] = ...) -> None: ...
+
+class ModelCredential(_message.Message):
+    __slots__ = ("type", "key")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    key: str
+    def __init__(self, type: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class CreateSandboxResponse(_message.Message):
     __slots__ = ("sandbox_id", "pid", "restored", "attached", "workspace", "agent_backend")

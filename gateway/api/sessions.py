@@ -38,10 +38,6 @@ MAX_LIST_OFFSET = 2**31 - 1
 def _create_config(body: dict[str, Any]) -> dict[str, Any]:
     """The session options given beside `agent`, checked; other fields, and options given
     as `null` (a client's "not set"), are ignored."""
-    if body.get("credentialId") is not None:
-        raise ApiError(400, "`credentialId`: this gateway stores no credentials yet, so "
-                            "none can be found; the model key is the runner's (see "
-                            "docs/compat.md)")
     try:
         return check_config({name: body[name] for name in FIELDS
                              if body.get(name) is not None})
@@ -53,7 +49,11 @@ async def create_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     name = agents.validate_agent_name(string_field(body, "agent") or "")
     config = _create_config(body)
-    row, notice = await gw.sessions.create(name, config, req.tenant_id)
+    credential = None
+    if body.get("credentialId") is not None:
+        credential = (req.tenant_id,
+                      gw.credentials.check_usable(req.tenant_id, body["credentialId"]))
+    row, notice = await gw.sessions.create(name, config, req.tenant_id, credential)
     body = {"session": session_json(row)}
     if notice:
         body["notice"] = notice
@@ -133,7 +133,8 @@ async def exec_in_session(gw: Gateway, req: Request) -> Response:
     })
 
 
-CREATE_BODY = obj({"agent": STRING, **SESSION_CONFIG_FIELDS}, "agent")
+CREATE_BODY = obj({"agent": STRING, "credentialId": STRING, **SESSION_CONFIG_FIELDS},
+                  "agent")
 CONFIG_PATCH_BODY = obj({name: nullable(SESSION_CONFIG_FIELDS[name]) for name in PATCHABLE})
 """A field given replaces the session's, `null` removes it."""
 EXEC_BODY = obj({"command": STRING,

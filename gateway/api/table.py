@@ -10,6 +10,7 @@ from gateway.api import (
     agents,
     api_keys,
     attachments,
+    credentials,
     docs,
     events,
     files,
@@ -37,6 +38,7 @@ OPERATIONS: list[Operation] = [
     *usage.OPERATIONS,
     *runners.OPERATIONS,
     *api_keys.OPERATIONS,
+    *credentials.OPERATIONS,
     *docs.OPERATIONS,
 ]
 
