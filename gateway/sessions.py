@@ -197,14 +197,16 @@ class SessionService:
 
     # lifecycle
 
-    async def create(self, agent_name: str, config: dict[str, Any] | None = None
-                     ) -> tuple[SessionRow, str | None]:
+    async def create(self, agent_name: str, config: dict[str, Any] | None = None,
+                     tenant_id: str = DEFAULT_TENANT) -> tuple[SessionRow, str | None]:
         """A new session with a ready sandbox, and a notice for the client, if any.
         `config` (checked by the caller: `wire.session_config.check_config`) is stored
-        with it."""
+        with it; without a `systemPrompt` of its own, the session is pinned to the agent's
+        active version's prompt (`gateway.api.agent_versions`)."""
         agent = self.store.get_agent(agent_name)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
+        config = self._with_version_prompt(config or {}, tenant_id, agent.name)
         session_id = str(uuid.uuid4())
         self.store.insert_session(session_id, agent.name, agent.version, self.runner_id,
                                   orjson.dumps(config or {}).decode())
@@ -221,6 +223,15 @@ class SessionService:
                       "credentials (ANTHROPIC_API_KEY): this session runs the mock agent")
             log.info("session %s: %s", session_id, notice)
         return row, notice
+
+    def _with_version_prompt(self, config: dict[str, Any], tenant_id: str,
+                             agent_name: str) -> dict[str, Any]:
+        if "systemPrompt" in config:
+            return config
+        version = self.store.active_agent_version(tenant_id, agent_name)
+        if version is None or not version.system_prompt:
+            return config
+        return {**config, "systemPrompt": version.system_prompt}
 
     async def _start_sandbox(
         self, session_id: str, agent_name: str

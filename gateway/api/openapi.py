@@ -64,6 +64,9 @@ def _operation(op: Operation) -> Document:
 def _responses(op: Operation) -> Document:
     responses: Document = {}
     for status, declared in sorted(op.responses.items()):
+        if declared is None:
+            responses[str(status)] = {"description": op.summary}
+            continue
         if isinstance(declared, Content):
             declared = (declared,)
         if isinstance(declared, tuple):

@@ -42,8 +42,9 @@ class Operation:
     path: str
     handler: Handler
     summary: str
-    responses: Mapping[int, Schema | Content | tuple[Content, ...]]
-    """Per status: a JSON schema, or the body's media type(s) (one per `Content`)."""
+    responses: Mapping[int, Schema | Content | tuple[Content, ...] | None]
+    """Per status: a JSON schema, the body's media type(s) (one per `Content`), or None
+    for no body (204)."""
     body: Schema | None = None
     """The JSON request body's schema; None when the operation takes no body."""
     query: tuple[Param, ...] = ()

@@ -53,7 +53,7 @@ async def create_session(gw: Gateway, req: Request) -> Response:
     body = await req.json_object()
     name = agents.validate_agent_name(string_field(body, "agent") or "")
     config = _create_config(body)
-    row, notice = await gw.sessions.create(name, config)
+    row, notice = await gw.sessions.create(name, config, req.tenant_id)
     body = {"session": session_json(row)}
     if notice:
         body["notice"] = notice

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.api import (
     agent_files,
+    agent_versions,
     agents,
     docs,
     events,
@@ -23,6 +24,7 @@ OPERATIONS: list[Operation] = [
     *health.OPERATIONS,
     *agents.OPERATIONS,
     *agent_files.OPERATIONS,
+    *agent_versions.OPERATIONS,
     *sessions.OPERATIONS,
     *messages.OPERATIONS,
     *events.OPERATIONS,
