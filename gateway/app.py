@@ -8,17 +8,24 @@ import time
 from gateway.api.table import Route, compile_routes
 from gateway.auth import ApiKeyCheck
 from gateway.context import Gateway
-from gateway.http import ApiError, Receive, Request, Scope, Send, error_response
+from gateway.cors import CorsPolicy, is_preflight
+from gateway.http import ApiError, Message, Receive, Request, Scope, Send, error_response
+from gateway.rate_limit import RateLimiter, RateLimitSettings, Refusal
 from runner.backend import BackendError
 
 log = logging.getLogger("ash.gateway")
 
 
 class GatewayApp:
-    def __init__(self, gateway: Gateway, auth: ApiKeyCheck) -> None:
+    def __init__(self, gateway: Gateway, auth: ApiKeyCheck, *,
+                 rate_limits: RateLimitSettings | None = None,
+                 cors: CorsPolicy | None = None) -> None:
         self.gateway = gateway
         self.auth = auth
         self.routes: list[Route] = compile_routes()
+        settings = rate_limits or RateLimitSettings()
+        self.limiter = RateLimiter(settings) if settings.enabled else None
+        self.cors = cors if cors is not None and cors.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -27,14 +34,19 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.cors is not None:
+            send = await self._cors(scope, send)
+            if send is None:
+                return
         request = Request(scope, receive, send)
         try:
-            if request.path.startswith("/api/") and not self.auth.allows(
-                request.header(b"authorization")
-            ):
-                raise ApiError(401, "missing or invalid API key (Authorization: Bearer <key>)")
+            if request.path.startswith("/api/"):
+                self._admit(request)
             route = self._match(request)
             response = await route.handler(self.gateway, request)
+        except RateLimited as exc:
+            response = error_response(429, exc.message)
+            response.headers.append((b"retry-after", str(exc.retry_after).encode()))
         except ApiError as exc:
             response = error_response(exc.status, exc.message)
         except BackendError as exc:
@@ -44,7 +56,44 @@ class GatewayApp:
             log.exception("unhandled error on %s %r", scope["method"], scope["path"])
             response = error_response(500, "internal error")
         if response is not None:
-            await response(send)
+            await response(request.send)
+
+    def _admit(self, request: Request) -> None:
+        """The rate limits (by address before the key, by key after) and the API key."""
+        limiter = self.limiter
+        if limiter is not None:
+            client = request.scope.get("client")
+            _refuse(limiter.check(request.method, request.path,
+                                  ("addr", client[0] if client else "")))
+        key = request.header(b"authorization")
+        if not self.auth.allows(key):
+            raise ApiError(401, "missing or invalid API key (Authorization: Bearer <key>)")
+        if limiter is not None:
+            _refuse(limiter.check(request.method, request.path, ("key", key)))
+
+    async def _cors(self, scope: Scope, send: Send) -> Send | None:
+        """Answer a preflight (None: done), or the `send` that adds the CORS headers to
+        the response for an allowed origin."""
+        assert self.cors is not None
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if is_preflight(scope["method"], origin,
+                        headers.get(b"access-control-request-method")):
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": self.cors.preflight_headers(origin)})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        if not self.cors.allows(origin):
+            return send
+        assert origin is not None
+        extra = self.cors.response_headers(origin)
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        return send_with_cors
 
     def _match(self, request: Request) -> Route:
         path_matched = False
@@ -71,3 +120,14 @@ class GatewayApp:
                 await self.gateway.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class RateLimited(ApiError):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(429, refusal.message)
+        self.retry_after = refusal.retry_after
+
+
+def _refuse(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise RateLimited(refusal)

@@ -19,7 +19,9 @@ from gateway.app import GatewayApp
 from gateway.auth import KEY_HASH_SETTING, ApiKeyCheck, ensure_api_key
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
+from gateway.cors import CorsPolicy
 from gateway.event_log import EventLog
+from gateway.rate_limit import ConfigError, RateLimitSettings
 from gateway.servers import ServeOptions, ServerUnavailable
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
@@ -67,6 +69,10 @@ class GatewayConfig:
     """Standalone mode: most live sandboxes at once, warm-pool ones included."""
     request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
     request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    """Off unless ASH_RATE_LIMIT* is set (`gateway.rate_limit`)."""
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
+    """ASH_ALLOWED_ORIGINS (`gateway.cors`)."""
 
 
 def _env_flag(name: str) -> bool:
@@ -150,6 +156,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         parser.error(f"--server must be one of {', '.join(servers.SERVERS)}")
     if (reason := servers.missing(args.server)) is not None:
         parser.error(reason)
+    try:
+        rate_limits = RateLimitSettings.from_env()
+    except ConfigError as exc:
+        parser.error(str(exc))
     return GatewayConfig(
         host=args.host, port=args.port, data_dir=args.data_dir.resolve(),
         api_key=env("ASH_API_KEY") or None, certfile=args.certfile, keyfile=args.keyfile,
@@ -163,6 +173,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
         request_head_timeout=args.request_head_timeout,
         request_body_timeout=args.request_body_timeout,
+        rate_limits=rate_limits, cors=CorsPolicy.from_env(),
     )
 
 
@@ -245,7 +256,7 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
 async def serve(config: GatewayConfig) -> None:
     gateway, auth, new_key = build_gateway(config)
     sock = listen_socket(config.host, config.port)
-    app = GatewayApp(gateway, auth)
+    app = GatewayApp(gateway, auth, rate_limits=config.rate_limits, cors=config.cors)
     registry_address = None
     if isinstance(gateway.backend, Coordinator):
         registry_address = await gateway.backend.start()

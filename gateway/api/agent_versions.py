@@ -20,8 +20,6 @@ from gateway.api.operation import Operation
 from gateway.api.schemas import (
     BOOLEAN,
     INTEGER,
-    ISO_TIME,
-    STRING,
     array,
     envelope,
     nullable,
