@@ -23,7 +23,7 @@ from gateway.cors import CorsPolicy
 from gateway.event_log import EventLog
 from gateway.rate_limit import ConfigError, RateLimitSettings
 from gateway.servers import ServeOptions, ServerUnavailable
-from gateway.sessions import SessionService
+from gateway.sessions import DEFAULT_IDLE_TIMEOUT, SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
 from runner.backend import DEFAULT_MAX_SANDBOXES, MAX_SANDBOXES_ENV, Backend
@@ -69,6 +69,8 @@ class GatewayConfig:
     """Standalone mode: most live sandboxes at once, warm-pool ones included."""
     request_head_timeout: float = servers.REQUEST_HEAD_TIMEOUT
     request_body_timeout: float = servers.REQUEST_BODY_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Seconds untouched before a session is paused and its sandbox freed; 0: never."""
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     """Off unless ASH_RATE_LIMIT* is set (`gateway.rate_limit`)."""
     cors: CorsPolicy = field(default_factory=CorsPolicy)
@@ -77,6 +79,14 @@ class GatewayConfig:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _idle_timeout_default() -> float:
+    if (seconds := os.environ.get("ASH_IDLE_TIMEOUT")):
+        return float(seconds)
+    if (millis := os.environ.get("ASH_IDLE_TIMEOUT_MS")):
+        return float(millis) / 1000
+    return DEFAULT_IDLE_TIMEOUT
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -132,15 +142,22 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
     add_warm_pool_argument(parser)
+    parser.add_argument("--idle-timeout", type=float, default=_idle_timeout_default(),
+                        help="pause a session untouched for this many seconds and free its "
+                        "sandbox, 0 for never (ASH_IDLE_TIMEOUT, or the reference's "
+                        f"ASH_IDLE_TIMEOUT_MS; default {DEFAULT_IDLE_TIMEOUT:g})")
     parser.add_argument("--max-sandboxes", type=int,
                         default=int(env(MAX_SANDBOXES_ENV, str(DEFAULT_MAX_SANDBOXES))),
                         help="standalone mode: most live sandboxes at once, warm-pool ones "
-                        "included; a session create beyond it gets 503 "
+                        "included; a session create beyond it frees the least recently used "
+                        "idle sandbox, or gets 503 when none is idle "
                         f"({MAX_SANDBOXES_ENV}, default {DEFAULT_MAX_SANDBOXES})")
     coordinator_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_sandboxes < 1:
         parser.error("--max-sandboxes must be at least 1")
+    if not 0 <= args.idle_timeout < float("inf"):
+        parser.error("--idle-timeout must be a number of seconds, 0 or more")
     for flag, value in (("--request-head-timeout", args.request_head_timeout),
                         ("--request-body-timeout", args.request_body_timeout)):
         if not 0 < value <= 3600:
@@ -173,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         warm_pool=args.warm_pool, max_sandboxes=args.max_sandboxes,
         request_head_timeout=args.request_head_timeout,
         request_body_timeout=args.request_body_timeout,
-        rate_limits=rate_limits, cors=CorsPolicy.from_env(),
+        idle_timeout=args.idle_timeout, rate_limits=rate_limits, cors=CorsPolicy.from_env(),
     )
 
 
@@ -190,7 +207,7 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, ApiKeyCheck, str | No
                           isolation=create_isolation(config.sandbox, config.data_dir),
                           warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
-    sessions = SessionService(store, backend, event_log)
+    sessions = SessionService(store, backend, event_log, idle_timeout=config.idle_timeout)
     if isinstance(backend, Coordinator):
         backend.on_unfinished_turn = sessions.adopt_unfinished_turn
     recovered = sessions.recover_after_restart()

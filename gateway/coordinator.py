@@ -37,6 +37,7 @@ from runner.backend import (
     AgentSpec,
     BackendError,
     BackendStats,
+    CapacityExceeded,
     ExecResult,
     SandboxGone,
     SandboxInfo,
@@ -60,8 +61,9 @@ REGISTRY_SERVICE = "ash.runner.v1.RunnerRegistry"
 T = TypeVar("T")
 
 
-class NoRunnerAvailable(BackendError):
-    """No registered runner can take a new sandbox now."""
+class NoRunnerAvailable(CapacityExceeded):
+    """No registered runner can take a new sandbox now (the sessions service then frees an
+    idle sandbox, if it holds one, and tries again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +312,13 @@ class Coordinator:
             runner_id = row.runner_id if row is not None else None
         client = self._clients.get(runner_id) if runner_id is not None else None
         if client is not None:
+            was_live = client.is_alive(session_id)
             await client.destroy(session_id, keep_workspace=keep_workspace)
+            runner = self.registry.get(client.runner_id)
+            if was_live and runner is not None and runner.active > 0:
+                # The slot is free now, not at the runner's next heartbeat: a create
+                # that freed an idle sandbox to make room may be placed there at once.
+                runner.active -= 1
         if not keep_workspace:
             self._states.delete(session_id)
 

@@ -655,3 +655,13 @@ class Store:
         self.db.execute("DELETE FROM agent_versions WHERE tenant_id = ? AND agent_name = ?",
                         (tenant_id, agent_name))
 
+    # limits: idle sandboxes
+
+    def sessions_with_sandboxes(self) -> list[SessionRow]:
+        """Active and paused sessions that have a sandbox recorded (the idle sweep's and the
+        sandbox cap's candidates; not on the hot path)."""
+        rows = self.db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN ('active', 'paused') "
+            f"AND sandbox_id IS NOT NULL")
+        return [SessionRow(*row) for row in rows]
+
