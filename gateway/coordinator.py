@@ -61,9 +61,13 @@ REGISTRY_SERVICE = "ash.runner.v1.RunnerRegistry"
 T = TypeVar("T")
 
 
-class NoRunnerAvailable(CapacityExceeded):
-    """No registered runner can take a new sandbox now (the sessions service then frees an
-    idle sandbox, if it holds one, and tries again)."""
+class NoRunnerAvailable(BackendError):
+    """No registered runner can take a new sandbox now."""
+
+
+class RunnersFull(NoRunnerAvailable, CapacityExceeded):
+    """Runners are up and accepting, but each holds its most sandboxes (the sessions
+    service then frees an idle sandbox, if there is one, and tries again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,14 @@ class Coordinator:
         ranked.sort(key=lambda entry: entry[:3])
         return [entry[3] for entry in ranked]
 
+    def _any_accepting(self) -> bool:
+        """Some runner would take sandboxes if it had room (so none has room)."""
+        for runner in self.registry.runners():
+            client = self._clients.get(runner.id)
+            if runner.accepting and client is not None and client.accepting:
+                return True
+        return False
+
     def _why_none(self) -> str:
         runners = self.registry.runners()
         connected = [r for r in runners if r.link is not None]
@@ -227,7 +239,8 @@ class Coordinator:
         previous = row.runner_id if row is not None else None
         candidates = self._candidates(previous)
         if not candidates:
-            raise NoRunnerAvailable(self._why_none())
+            raise (RunnersFull if self._any_accepting() else NoRunnerAvailable)(
+                self._why_none())
         if state is None:
             state = await self._states.load(session_id)
         refusals: list[str] = []

@@ -25,6 +25,7 @@ from gateway.api.schemas import (
     STRING,
     STRING_MAP,
     array,
+    nullable,
     obj,
     ref,
 )
@@ -156,7 +157,8 @@ DEPLOY_BODY = obj({
     "files": {**array(FILE_UPLOAD), "minItems": 1, "maxItems": MAX_FILES_PER_WRITE},
     "env": STRING_MAP,
 }, "name")
-PATCH_BODY = obj({"env": STRING_MAP, "config": ANY_OBJECT}, extra=False)
+PATCH_BODY = obj({"env": nullable(STRING_MAP), "config": nullable(ANY_OBJECT)}, extra=False)
+"""`null` is "not given" for either, as the handler takes it."""
 CONFIG_RESPONSE = obj({"config": ANY_OBJECT}, "config")
 
 OPERATIONS = [
