@@ -34,10 +34,10 @@ class GatewayApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS" and await self._preflight(scope, send):
+            return
         if self.cors is not None:
-            send = await self._cors(scope, send)
-            if send is None:
-                return
+            send = self._with_cors(scope, send)
         request = Request(scope, receive, send)
         try:
             if request.path.startswith("/api/"):
@@ -71,18 +71,23 @@ class GatewayApp:
         if limiter is not None:
             _refuse(limiter.check(request.method, request.path, ("key", key)))
 
-    async def _cors(self, scope: Scope, send: Send) -> Send | None:
-        """Answer a preflight (None: done), or the `send` that adds the CORS headers to
-        the response for an allowed origin."""
-        assert self.cors is not None
+    async def _preflight(self, scope: Scope, send: Send) -> bool:
+        """Answer a CORS preflight (204, no key needed; the allow headers only for a listed
+        origin); False when the OPTIONS request is no preflight."""
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
-        if is_preflight(scope["method"], origin,
-                        headers.get(b"access-control-request-method")):
-            await send({"type": "http.response.start", "status": 204,
-                        "headers": self.cors.preflight_headers(origin)})
-            await send({"type": "http.response.body", "body": b""})
-            return None
+        if not is_preflight(scope["method"], origin,
+                            headers.get(b"access-control-request-method")):
+            return False
+        allowed = self.cors.preflight_headers(origin) if self.cors is not None else []
+        await send({"type": "http.response.start", "status": 204, "headers": allowed})
+        await send({"type": "http.response.body", "body": b""})
+        return True
+
+    def _with_cors(self, scope: Scope, send: Send) -> Send:
+        """The `send` that adds the CORS headers to the response for an allowed origin."""
+        assert self.cors is not None
+        origin = dict(scope["headers"]).get(b"origin")
         if not self.cors.allows(origin):
             return send
         assert origin is not None

@@ -3,8 +3,8 @@ comma-separated; `*` allows any origin).
 
 Unset, or for an origin not listed, responses carry no CORS headers at all (the browser
 then refuses the page the response). A preflight (`OPTIONS` with `Origin` and
-`Access-Control-Request-Method`) is answered 204 without the API key — browsers send it
-without credentials — and with the allow headers only for a listed origin.
+`Access-Control-Request-Method`) is always answered 204 without the API key — browsers
+send it without credentials — with the allow headers only for a listed origin.
 """
 
 from __future__ import annotations
