@@ -19,11 +19,13 @@ from gateway.app import GatewayApp
 from gateway.auth import KEY_SECRET_ENV, KeyRing, KeySecretError, load_key_secret
 from gateway.context import Gateway
 from gateway.coordinator import Coordinator, CoordinatorSettings
+from gateway.cors import CorsPolicy
 from gateway.credentials import CredentialCipher, CredentialKeyError
 from gateway.event_log import EventLog
 from gateway.queue import QueueSettings
+from gateway.rate_limit import ConfigError, RateLimitSettings
 from gateway.servers import ServeOptions, ServerUnavailable
-from gateway.sessions import SessionService
+from gateway.sessions import DEFAULT_IDLE_TIMEOUT, SessionService
 from gateway.sse_stream import StreamSettings
 from gateway.store import Store
 from runner.backend import DEFAULT_MAX_SANDBOXES, MAX_SANDBOXES_ENV, Backend
@@ -77,10 +79,24 @@ class GatewayConfig:
     """ASH_INTERNAL_SECRET: what runners and the internal routes (/api/internal/) present."""
     credential_cipher: CredentialCipher | None = field(default=None, repr=False)
     """ASH_CREDENTIAL_KEY's (gateway/credentials.py); None: no credentials can be stored."""
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Seconds untouched before a session is paused and its sandbox freed; 0: never."""
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    """Off unless ASH_RATE_LIMIT* is set (`gateway.rate_limit`)."""
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
+    """ASH_ALLOWED_ORIGINS (`gateway.cors`)."""
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _idle_timeout_default() -> float:
+    if (seconds := os.environ.get("ASH_IDLE_TIMEOUT")):
+        return float(seconds)
+    if (millis := os.environ.get("ASH_IDLE_TIMEOUT_MS")):
+        return float(millis) / 1000
+    return DEFAULT_IDLE_TIMEOUT
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -136,16 +152,23 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
                         "(needs the granian extra; docs/servers.md) (ASH_SERVER)")
     add_sandbox_argument(parser)
     add_warm_pool_argument(parser)
+    parser.add_argument("--idle-timeout", type=float, default=_idle_timeout_default(),
+                        help="pause a session untouched for this many seconds and free its "
+                        "sandbox, 0 for never (ASH_IDLE_TIMEOUT, or the reference's "
+                        f"ASH_IDLE_TIMEOUT_MS; default {DEFAULT_IDLE_TIMEOUT:g})")
     parser.add_argument("--max-sandboxes", type=int,
                         default=int(env(MAX_SANDBOXES_ENV, str(DEFAULT_MAX_SANDBOXES))),
                         help="standalone mode: most live sandboxes at once, warm-pool ones "
-                        "included; a session create beyond it gets 503 "
+                        "included; a session create beyond it frees the least recently used "
+                        "idle sandbox, or gets 503 when none is idle "
                         f"({MAX_SANDBOXES_ENV}, default {DEFAULT_MAX_SANDBOXES})")
     coordinator_cli.add_arguments(parser)
     queue_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_sandboxes < 1:
         parser.error("--max-sandboxes must be at least 1")
+    if not 0 <= args.idle_timeout < float("inf"):
+        parser.error("--idle-timeout must be a number of seconds, 0 or more")
     for flag, value in (("--request-head-timeout", args.request_head_timeout),
                         ("--request-body-timeout", args.request_body_timeout)):
         if not 0 < value <= 3600:
@@ -165,6 +188,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         parser.error(f"--server must be one of {', '.join(servers.SERVERS)}")
     if (reason := servers.missing(args.server)) is not None:
         parser.error(reason)
+    try:
+        rate_limits = RateLimitSettings.from_env()
+    except ConfigError as exc:
+        parser.error(str(exc))
     return GatewayConfig(
         host=args.host, port=args.port, data_dir=args.data_dir.resolve(),
         api_key=env("ASH_API_KEY") or None, certfile=args.certfile, keyfile=args.keyfile,
@@ -181,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         queue=queue_cli.settings_from_args(args, parser),
         key_secret=env(KEY_SECRET_ENV) or None, internal_secret=env(SECRET_ENV) or None,
         credential_cipher=credential_cipher,
+        idle_timeout=args.idle_timeout, rate_limits=rate_limits, cors=CorsPolicy.from_env(),
     )
 
 
@@ -197,7 +225,8 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, KeyRing, str | None]:
                           warm_pool=config.warm_pool, max_sandboxes=config.max_sandboxes))
     event_log = EventLog(store)
     sessions = SessionService(store, backend, event_log,
-                              credential_cipher=config.credential_cipher)
+                              credential_cipher=config.credential_cipher,
+                              idle_timeout=config.idle_timeout)
     if isinstance(backend, Coordinator):
         backend.on_unfinished_turn = sessions.adopt_unfinished_turn
     recovered = sessions.recover_after_restart()
@@ -264,7 +293,8 @@ def banner(config: GatewayConfig, sock: socket.socket, new_key: str | None,
 async def serve(config: GatewayConfig) -> None:
     gateway, auth, new_key = build_gateway(config)
     sock = listen_socket(config.host, config.port)
-    app = GatewayApp(gateway, auth, config.internal_secret)
+    app = GatewayApp(gateway, auth, config.internal_secret, rate_limits=config.rate_limits,
+                     cors=config.cors)
     registry_address = None
     if isinstance(gateway.backend, Coordinator):
         registry_address = await gateway.backend.start()

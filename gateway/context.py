@@ -23,6 +23,8 @@ log = logging.getLogger("ash.gateway")
 
 RETENTION_SWEEP_INTERVAL = 3600.0
 SHUTDOWN_TURN_GRACE = 5.0
+IDLE_SWEEP_INTERVAL = 30.0
+IDLE_SWEEP_MIN_INTERVAL = 0.1
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Gateway:
     keys: KeyRing | None = None
     """The API keys (`gateway.auth`): the /api/api-keys routes manage them."""
     _sweeper: asyncio.Task[None] | None = None
+    _idle_sweeper: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.queue = QueueService(self.store, self.sessions, self.queue_settings)
@@ -53,8 +56,23 @@ class Gateway:
         return self.sessions.credentials
 
     def start_background_work(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep_forever())
+        if self.sessions.idle_timeout > 0:
+            self._idle_sweeper = loop.create_task(self._pause_idle_forever())
         self.queue.start()
+
+    async def _pause_idle_forever(self) -> None:
+        """Pause sessions idle longer than the idle timeout (`SessionService.pause_idle`),
+        looking a few times per timeout (at most every `IDLE_SWEEP_INTERVAL` seconds)."""
+        timeout = self.sessions.idle_timeout
+        interval = min(IDLE_SWEEP_INTERVAL, max(IDLE_SWEEP_MIN_INTERVAL, timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sessions.pause_idle()
+            except Exception:
+                log.exception("idle sweep failed; trying again in %g s", interval)
 
     async def _sweep_forever(self) -> None:
         """Drop the event logs of sessions that ended longer ago than the retention."""
@@ -66,8 +84,9 @@ class Gateway:
 
     async def close(self) -> None:
         """Stop sandboxes (workspaces kept for cold resume), flush the log, close the db."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for sweeper in (self._sweeper, self._idle_sweeper):
+            if sweeper is not None:
+                sweeper.cancel()
         await self.queue.close()
         await self.backend.close()
         # Stopping the sandboxes ends running turns (an error event, then done); let

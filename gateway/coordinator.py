@@ -37,6 +37,7 @@ from runner.backend import (
     AgentSpec,
     BackendError,
     BackendStats,
+    CapacityExceeded,
     ExecResult,
     SandboxGone,
     SandboxInfo,
@@ -62,6 +63,11 @@ T = TypeVar("T")
 
 class NoRunnerAvailable(BackendError):
     """No registered runner can take a new sandbox now."""
+
+
+class RunnersFull(NoRunnerAvailable, CapacityExceeded):
+    """Runners are up and accepting, but each holds its most sandboxes (the sessions
+    service then frees an idle sandbox, if there is one, and tries again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,14 @@ class Coordinator:
         ranked.sort(key=lambda entry: entry[:3])
         return [entry[3] for entry in ranked]
 
+    def _any_accepting(self) -> bool:
+        """Some runner would take sandboxes if it had room (so none has room)."""
+        for runner in self.registry.runners():
+            client = self._clients.get(runner.id)
+            if runner.accepting and client is not None and client.accepting:
+                return True
+        return False
+
     def _why_none(self) -> str:
         runners = self.registry.runners()
         connected = [r for r in runners if r.link is not None]
@@ -225,7 +239,8 @@ class Coordinator:
         previous = row.runner_id if row is not None else None
         candidates = self._candidates(previous)
         if not candidates:
-            raise NoRunnerAvailable(self._why_none())
+            raise (RunnersFull if self._any_accepting() else NoRunnerAvailable)(
+                self._why_none())
         if state is None:
             state = await self._states.load(session_id)
         refusals: list[str] = []
@@ -310,7 +325,13 @@ class Coordinator:
             runner_id = row.runner_id if row is not None else None
         client = self._clients.get(runner_id) if runner_id is not None else None
         if client is not None:
+            was_live = client.is_alive(session_id)
             await client.destroy(session_id, keep_workspace=keep_workspace)
+            runner = self.registry.get(client.runner_id)
+            if was_live and runner is not None and runner.active > 0:
+                # The slot is free now, not at the runner's next heartbeat: a create
+                # that freed an idle sandbox to make room may be placed there at once.
+                runner.active -= 1
         if not keep_workspace:
             self._states.delete(session_id)
 

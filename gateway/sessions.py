@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,12 @@ log = logging.getLogger("ash.sessions")
 
 SEQ_RESERVATION = 1000
 """Event ids reserved per store write: one write per thousand events, none per event."""
+DEFAULT_IDLE_TIMEOUT = 1800.0
+"""Seconds a session's sandbox may sit untouched before the idle sweep pauses the session
+and frees it (ASH_IDLE_TIMEOUT; 0: never)."""
+MAX_EVICTIONS = 3
+"""Idle sandboxes a create at the cap may free before it gives up (a freed slot can go to
+a warm-pool spare first)."""
 
 def session_json(row: SessionRow) -> dict[str, Any]:
     """The reference's Session (`id`, `tenantId`, `agentName`, `sandboxId`, `status`,
@@ -130,6 +137,11 @@ class SessionService:
     """Resumes that found the sandbox alive (what /health reports as `resumeWarmHits`)."""
     resume_cold_hits: int = 0
     """Resumes that started a new sandbox and restored the state into it."""
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    evictions: int = 0
+    """Idle sandboxes freed to make room for another session at the sandbox cap."""
+    _touched: dict[str, float] = field(default_factory=dict)
+    """When each session was last used (a turn, a resume, an exec), wall-clock seconds."""
 
     def __post_init__(self) -> None:
         self.credentials = CredentialVault(self.store, self.credential_cipher)
@@ -213,11 +225,14 @@ class SessionService:
                      ) -> tuple[SessionRow, str | None]:
         """A new session of `tenant_id`'s agent with a ready sandbox, and a notice for the
         client, if any. `config` (checked by the caller: `wire.session_config.check_config`)
-        is stored with it; `credential` (tenant id, credential id; checked by the caller) is
-        the model credential its sandboxes get, at this start and every later one."""
+        is stored with it; without a `systemPrompt` of its own, the session is pinned to the
+        agent's active version's prompt (`gateway.api.agent_versions`). `credential` (tenant
+        id, credential id; checked by the caller) is the model credential its sandboxes get,
+        at this start and every later one."""
         agent = self.store.get_agent(agent_name, tenant_id)
         if agent is None:
             raise ApiError(404, f"agent not found: {agent_name}")
+        config = self._with_version_prompt(config or {}, tenant_id, agent.name)
         session_id = str(uuid.uuid4())
         self.store.insert_session(session_id, agent.name, agent.version, self.runner_id,
                                   orjson.dumps(config or {}).decode(), tenant_id)
@@ -231,14 +246,25 @@ class SessionService:
             if isinstance(exc, ApiError):
                 raise
             if isinstance(exc, CapacityExceeded):
-                raise ApiError(503, f"no sandbox for a new session: {exc}") from exc
+                raise ApiError(503, f"no sandbox for a new session: {exc}; no idle sandbox "
+                                    "to free (each runs a turn or is in use)") from exc
             raise ApiError(503, f"sandbox failed to start: {exc}") from exc
+        self.touch(session_id)
         notice = None
         if "backend" not in agent_spec(agent).config and info.agent_backend == "mock":
             notice = (f"agent {agent_name} names no backend and the runner has no model "
                       "credentials (ANTHROPIC_API_KEY): this session runs the mock agent")
             log.info("session %s: %s", session_id, notice)
         return row, notice
+
+    def _with_version_prompt(self, config: dict[str, Any], tenant_id: str,
+                             agent_name: str) -> dict[str, Any]:
+        if "systemPrompt" in config:
+            return config
+        version = self.store.active_agent_version(tenant_id, agent_name)
+        if version is None or not version.system_prompt:
+            return config
+        return {**config, "systemPrompt": version.system_prompt}
 
     async def _start_sandbox(
         self, session_id: str, agent_name: str
@@ -249,7 +275,7 @@ class SessionService:
             raise ApiError(409, f"agent {agent_name} is no longer deployed")
         spec = dataclasses.replace(sandbox_agent(agent_spec(agent), row),
                                    credential=self._credential_of(session_id))
-        info = await self.backend.create(session_id, spec)
+        info = await self._create_sandbox(session_id, spec)
         runner_id = info.runner_id or self.runner_id
         self.store.record_sandbox(info.sandbox_id, session_id, runner_id, info.pid)
         fresh = {} if info.attached else {"runner_hint": 0}
@@ -266,8 +292,20 @@ class SessionService:
         link = self.store.session_credential(session_id)
         return None if link is None else self.credentials.open(*link)
 
+    async def _create_sandbox(self, session_id: str, agent: AgentSpec) -> SandboxInfo:
+        """The backend's create; at the sandbox cap, the least recently used idle sandbox
+        is freed to make room (`make_room`), up to `MAX_EVICTIONS` times."""
+        for _ in range(MAX_EVICTIONS):
+            try:
+                return await self.backend.create(session_id, agent)
+            except CapacityExceeded:
+                if not await self.make_room(session_id):
+                    raise
+        return await self.backend.create(session_id, agent)
+
     async def pause(self, session_id: str) -> SessionRow:
         row = self.get_live(session_id)
+        self.touch(session_id)
         if row.status == "paused":
             return row
         if row.status != "active":
@@ -286,6 +324,7 @@ class SessionService:
     async def resume(self, session_id: str) -> SessionRow:
         """Warm when the sandbox is alive, cold (new sandbox, state restored) otherwise."""
         row = self.get_live(session_id)
+        self.touch(session_id)
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with a turn")
         if row.status == "starting":
@@ -360,6 +399,7 @@ class SessionService:
             self.store.end_sandbox(row.sandbox_id)
         ended = self.store.update_session(session_id, status="ended", sandbox_id=None)
         assert ended is not None
+        self._touched.pop(session_id, None)
         self.feeds.close_session(session_id)
         return ended
 
@@ -376,21 +416,93 @@ class SessionService:
             raise ApiError(409, "session is still starting")
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with a turn; interrupt it or wait for done")
+        try:
+            await self._release_sandbox(session_id)
+        except StateNotSaved as exc:
+            raise ApiError(503, f"session state not saved, sandbox kept: {exc}") from exc
+        if row.sandbox_id:
+            self.store.end_sandbox(row.sandbox_id)
+        stopped = self.store.update_session(session_id, status="stopped", sandbox_id=None)
+        assert stopped is not None
+        return stopped
+
+    async def _release_sandbox(self, session_id: str) -> None:
+        """Make the session's state durable (`checkpoint`: a remote runner ships it to the
+        gateway's store), then destroy its sandbox, the workspace kept where the backend
+        holds it. StateNotSaved (sandbox kept) when the checkpoint fails."""
         self._busy.add(session_id)
         try:
             if self.backend.is_alive(session_id):
                 try:
                     await self.backend.checkpoint(session_id)
                 except BackendError as exc:
-                    raise ApiError(503, f"session state not saved, sandbox kept: {exc}") from exc
+                    raise StateNotSaved(str(exc)) from exc
             await self.backend.destroy(session_id, keep_workspace=True)
         finally:
             self._busy.discard(session_id)
-        if row.sandbox_id:
-            self.store.end_sandbox(row.sandbox_id)
-        stopped = self.store.update_session(session_id, status="stopped", sandbox_id=None)
-        assert stopped is not None
-        return stopped
+
+    # reclaiming idle sandboxes
+
+    def touch(self, session_id: str) -> None:
+        self._touched[session_id] = time.time()
+
+    def _last_used(self, row: SessionRow) -> float:
+        """Since this process started, its own record; before, the row's last change."""
+        return self._touched.get(row.id, row.updated_at)
+
+    def idle_holders(self) -> list[SessionRow]:
+        """Active or paused sessions whose sandbox lives and that nothing is using (no
+        turn, resume or edit), least recently used first."""
+        rows = [row for row in self.store.sessions_with_sandboxes()
+                if not self.is_busy(row.id) and row.id not in self._turns
+                and self.backend.is_alive(row.id)]
+        rows.sort(key=self._last_used)
+        return rows
+
+    async def _free_idle(self, row: SessionRow, status: str) -> bool:
+        """Free an idle session's sandbox, its state kept, leaving it `status`; False when
+        it is no longer idle or its state could not be saved (the sandbox is then kept)."""
+        current = self.store.get_session(row.id)
+        if (current is None or current.status not in ("active", "paused")
+                or self.is_busy(row.id) or row.id in self._turns
+                or not self.backend.is_alive(row.id)):
+            return False
+        try:
+            await self._release_sandbox(row.id)
+        except StateNotSaved as exc:
+            log.warning("session %s: idle sandbox kept, its state was not saved: %s",
+                        row.id, exc)
+            return False
+        if current.sandbox_id:
+            self.store.end_sandbox(current.sandbox_id)
+        self.store.update_session(row.id, status=status, sandbox_id=None)
+        return True
+
+    async def make_room(self, for_session: str) -> bool:
+        """At the sandbox cap: free the least recently used idle sandbox. Its session keeps
+        its status and state: an active one starts a sandbox again (cold) at its next
+        message or exec, a paused one at its resume. False when no sandbox is idle."""
+        for row in self.idle_holders():
+            if row.id != for_session and await self._free_idle(row, row.status):
+                self.evictions += 1
+                log.info("session %s: idle sandbox freed for session %s (sandbox cap)",
+                         row.id, for_session)
+                return True
+        return False
+
+    async def pause_idle(self) -> int:
+        """Pause every session untouched for `idle_timeout` seconds and free its sandbox
+        (state kept; a resume starts it cold). Returns how many were paused."""
+        cutoff = time.time() - self.idle_timeout
+        paused = 0
+        for row in self.idle_holders():
+            if self._last_used(row) > cutoff:
+                break
+            if await self._free_idle(row, "paused"):
+                paused += 1
+                log.info("session %s: paused after %g s idle, its sandbox freed", row.id,
+                         self.idle_timeout)
+        return paused
 
     async def fork(self, session_id: str) -> SessionRow:
         """A new, paused session with the parent's conversation and workspace.
@@ -451,6 +563,7 @@ class SessionService:
     async def exec(self, session_id: str, command: str, time_limit: float) -> ExecResult:
         """Run a shell command in the session's sandbox, beside any turn in progress."""
         row = self.get_live(session_id)
+        self.touch(session_id)
         if not self.backend.is_alive(session_id):
             if row.status != "active":
                 raise ApiError(409, f"session is {row.status} and its sandbox is not running; "
@@ -464,6 +577,7 @@ class SessionService:
         """Pre-stream checks (given `tenant_id`, the session must be that tenant's: 404
         otherwise); on success the session is marked busy until `run_turn` ends."""
         row = self.get_live(session_id, tenant_id)
+        self.touch(session_id)
         if self.is_busy(session_id):
             raise ApiError(409, "session is busy with another turn")
         if row.status != "active":
@@ -553,6 +667,7 @@ class SessionService:
             log.exception("turn of session %s failed", session_id)
         finally:
             self._busy.discard(session_id)
+            self.touch(session_id)
             self.event_log.flush()
             if finished:
                 # A remote sandbox's stream can end just behind its turn's `done` (the
@@ -650,3 +765,6 @@ class SessionService:
         """In-process sandboxes died with the last gateway process: pause their sessions."""
         return self.store.pause_orphaned_local_sessions()
 
+
+class StateNotSaved(BackendError):
+    """A sandbox was kept because the session's state could not be made durable."""

@@ -223,6 +223,24 @@ MIGRATIONS: tuple[str, ...] = (
         session_id     TEXT PRIMARY KEY,
         tenant_id      TEXT NOT NULL,
         credential_id  TEXT NOT NULL
+    """,
+    # Agent versions (GET/POST /api/agents/{name}/versions): numbered per agent, at most
+    # one active per agent; the active one's system prompt is what a new session runs.
+    """
+    CREATE TABLE agent_versions (
+        id              TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL,
+        agent_name      TEXT NOT NULL,
+        version_number  INTEGER NOT NULL,
+        name            TEXT NOT NULL,
+        system_prompt   TEXT,
+        release_notes   TEXT,
+        is_active       INTEGER NOT NULL DEFAULT 0,
+        knowledge_files TEXT,
+        created_by      TEXT,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL,
+        UNIQUE (tenant_id, agent_name, version_number)
     );
     """,
 )
@@ -422,6 +440,30 @@ _ATTACHMENT_COLUMNS = (
 _RUNNER_COLUMNS = (
     "id, host, port, max_sandboxes, active, warming, status, registered_at, last_heartbeat"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentVersionRow:
+    id: str
+    tenant_id: str
+    agent_name: str
+    version_number: int
+    name: str
+    system_prompt: str | None
+    release_notes: str | None
+    is_active: int
+    knowledge_files: str | None
+    """A JSON array of strings, or None."""
+    created_by: str | None
+    created_at: float
+    updated_at: float
+
+
+_VERSION_COLUMNS = (
+    "id, tenant_id, agent_name, version_number, name, system_prompt, release_notes, "
+    "is_active, knowledge_files, created_by, created_at, updated_at"
+)
+VERSION_EDITABLE = ("name", "system_prompt", "release_notes", "knowledge_files")
 
 
 class Store:
@@ -1020,3 +1062,97 @@ class Store:
 
     def unlink_session_credential(self, session_id: str) -> None:
         self.db.execute("DELETE FROM session_credentials WHERE session_id = ?", (session_id,))
+
+    # agent versions
+
+    def insert_agent_version(self, tenant_id: str, agent_name: str, fields: dict[str, Any],
+                             created_by: str | None = None) -> AgentVersionRow:
+        """A new version numbered after the agent's last; `fields` holds `name`,
+        `system_prompt`, `release_notes`, `knowledge_files` (JSON text or None)."""
+        now = time.time()
+        with self.db:
+            number = self.db.execute(
+                "SELECT coalesce(max(version_number), 0) + 1 FROM agent_versions "
+                "WHERE tenant_id = ? AND agent_name = ?", (tenant_id, agent_name),
+            ).fetchone()[0]
+            row = self.db.execute(
+                f"INSERT INTO agent_versions (id, tenant_id, agent_name, version_number, name, "
+                f"system_prompt, release_notes, knowledge_files, created_by, created_at, "
+                f"updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {_VERSION_COLUMNS}",
+                (str(uuid.uuid4()), tenant_id, agent_name, number,
+                 fields.get("name") or f"v{number}", fields.get("system_prompt"),
+                 fields.get("release_notes"), fields.get("knowledge_files"), created_by,
+                 now, now),
+            ).fetchone()
+        return AgentVersionRow(*row)
+
+    def list_agent_versions(self, tenant_id: str, agent_name: str) -> list[AgentVersionRow]:
+        rows = self.db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = ? AND "
+            f"agent_name = ? ORDER BY version_number", (tenant_id, agent_name))
+        return [AgentVersionRow(*row) for row in rows]
+
+    def get_agent_version(self, tenant_id: str, agent_name: str,
+                          number: int | None = None, *, version_id: str | None = None
+                          ) -> AgentVersionRow | None:
+        """By number, or by id (`cloneFrom` may give either)."""
+        column, key = ("version_number", number) if version_id is None else ("id", version_id)
+        row = self.db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = ? AND "
+            f"agent_name = ? AND {column} = ?", (tenant_id, agent_name, key)).fetchone()
+        return AgentVersionRow(*row) if row else None
+
+    def active_agent_version(self, tenant_id: str, agent_name: str) -> AgentVersionRow | None:
+        row = self.db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM agent_versions WHERE tenant_id = ? AND "
+            f"agent_name = ? AND is_active = 1", (tenant_id, agent_name)).fetchone()
+        return AgentVersionRow(*row) if row else None
+
+    def update_agent_version(self, tenant_id: str, agent_name: str, number: int,
+                             fields: dict[str, Any]) -> AgentVersionRow | None:
+        """Set the given columns (`name`, `system_prompt`, `release_notes`,
+        `knowledge_files`)."""
+        assert set(fields) <= set(VERSION_EDITABLE), fields
+        assignments = "".join(f"{column} = ?, " for column in fields)
+        row = self.db.execute(
+            f"UPDATE agent_versions SET {assignments}updated_at = ? WHERE tenant_id = ? AND "
+            f"agent_name = ? AND version_number = ? RETURNING {_VERSION_COLUMNS}",
+            (*fields.values(), time.time(), tenant_id, agent_name, number)).fetchone()
+        return AgentVersionRow(*row) if row else None
+
+    def activate_agent_version(self, tenant_id: str, agent_name: str, number: int) -> bool:
+        """Make this version the agent's one active version, in one transaction."""
+        now = time.time()
+        with self.db:
+            if self.get_agent_version(tenant_id, agent_name, number) is None:
+                return False
+            self.db.execute(
+                "UPDATE agent_versions SET is_active = (version_number = ?), updated_at = ? "
+                "WHERE tenant_id = ? AND agent_name = ? AND "
+                "(is_active = 1 OR version_number = ?)",
+                (number, now, tenant_id, agent_name, number))
+        return True
+
+    def delete_agent_version(self, tenant_id: str, agent_name: str, number: int) -> bool:
+        self.db.execute(
+            "DELETE FROM agent_versions WHERE tenant_id = ? AND agent_name = ? AND "
+            "version_number = ?", (tenant_id, agent_name, number))
+        return self.db.changes() > 0
+
+    def delete_agent_versions(self, tenant_id: str, agent_name: str) -> None:
+        """An agent deleted takes its versions with it (a new agent of that name starts
+        at version 1)."""
+        self.db.execute("DELETE FROM agent_versions WHERE tenant_id = ? AND agent_name = ?",
+                        (tenant_id, agent_name))
+
+    # limits: idle sandboxes
+
+    def sessions_with_sandboxes(self) -> list[SessionRow]:
+        """Active and paused sessions that have a sandbox recorded (the idle sweep's and the
+        sandbox cap's candidates; not on the hot path)."""
+        rows = self.db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN ('active', 'paused') "
+            f"AND sandbox_id IS NOT NULL")
+        return [SessionRow(*row) for row in rows]
+

@@ -173,6 +173,17 @@ def test_every_operation_answers_as_declared(
         call("DELETE", "/api/agents/{name}/files/{path+}",
              "/api/agents/uploaded/files/notes/tips.md")
 
+        versions = "/api/agents/echo/versions"
+        version_path = "/api/agents/{name}/versions/{versionNumber}"
+        call("POST", "/api/agents/{name}/versions", versions,
+             json={"systemPrompt": "You are the toured version.", "releaseNotes": "first"})
+        call("POST", "/api/agents/{name}/versions", versions, json={"cloneFrom": 1})
+        call("GET", "/api/agents/{name}/versions", versions)
+        call("PATCH", version_path, f"{versions}/2", json={"name": "clone"})
+        call("GET", version_path, f"{versions}/2")
+        call("POST", f"{version_path}/activate", f"{versions}/1/activate")
+        call("DELETE", version_path, f"{versions}/2")
+
         credential = call("POST", "/api/credentials", "/api/credentials", json={
             "type": "anthropic", "key": "sk-ant-toured", "label": "tour"}).json()["credential"]
         sid = call("POST", "/api/sessions", "/api/sessions", json={

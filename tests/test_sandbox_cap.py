@@ -1,14 +1,16 @@
 """The cap on live sandboxes, warm-pool ones counted in it: a real standalone gateway, a
 runner's backend with real bwrap sandboxes, a real split deployment.
 
-Beyond the cap a create is refused (503 with the JSON error body over HTTP,
-CapacityExceeded in the backend, RESOURCE_EXHAUSTED over gRPC) and nothing starts;
+Beyond the cap a backend refuses a create (CapacityExceeded, RESOURCE_EXHAUSTED over
+gRPC) and nothing starts; the gateway then frees an idle sandbox (least recently used
+first), and refuses (503 with the JSON error body) only when every sandbox is busy;
 ending a session frees its slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from tests.conftest import create_session, deploy, make_agent_folder, make_clien
 from tests.runner_fixtures import make_agent
 from tests.sandbox_helpers import pool_of, running_gateway, wait_for_pool
 from tests.split_cluster import SECRET, Cluster
+from tests.test_stop_fork import slow_turn
 from wire import runner_pb2 as pb
 from wire import runner_pb2_grpc as pb_grpc
 from wire.internal_auth import call_metadata
@@ -40,9 +43,11 @@ def refused(response: httpx.Response) -> str:
     return str(body["error"])
 
 
-def test_gateway_refuses_sessions_beyond_its_cap_and_frees_a_slot_on_end(
+def test_gateway_refuses_sessions_beyond_its_cap_while_every_sandbox_is_busy(
     tmp_path: Path,
 ) -> None:
+    """At the cap an idle sandbox is freed for the new session (tests/test_sandbox_reclaim.py);
+    with every sandbox running a turn there is none to free, and the create is refused."""
     with running_gateway(tmp_path / "data", extra_args=["--max-sandboxes", "3"],
                          extra_env={"ASH_WARM_POOL": "1"}) as gateway, \
             make_client(gateway) as client:
@@ -52,14 +57,16 @@ def test_gateway_refuses_sessions_beyond_its_cap_and_frees_a_slot_on_end(
             wait_for_pool(client, 1)  # served warm: the spare is the slot the session takes
             sessions.append(create_session(client, "echo")["id"])
         assert pool_of(client)["ready"] == 0  # no room under the cap for another spare
-        message = refused(client.post("/api/sessions", json={"agent": "echo"}))
-        print(f"\n4th session: 503 {message}")
-        assert len(client.get("/api/sessions").json()["sessions"]) == 3
-        ended = client.delete(f"/api/sessions/{sessions[0]}")
-        assert ended.status_code == 200, ended.text
-        wait_for_pool(client, 1)  # the freed slot first goes to a spare again
-        create_session(client, "echo")
-        refused(client.post("/api/sessions", json={"agent": "echo"}))
+        with contextlib.ExitStack() as turns:
+            for sid in sessions:
+                turns.enter_context(slow_turn(client, sid, tokens=400))
+            message = refused(client.post("/api/sessions", json={"agent": "echo"}))
+            print(f"\n4th session: 503 {message}")
+            assert len(client.get("/api/sessions").json()["sessions"]) == 3
+            ended = client.delete(f"/api/sessions/{sessions[0]}")
+            assert ended.status_code == 200, ended.text
+            wait_for_pool(client, 1)  # the freed slot first goes to a spare again
+            create_session(client, "echo")
         assert client.get("/health").json()["status"] == "ok"
 
 
@@ -138,13 +145,14 @@ async def test_runner_refuses_a_create_beyond_its_cap_with_resource_exhausted(
             assert "at capacity" in (refusal.value.details() or "")
 
 
-def test_coordinator_answers_503_when_its_runners_are_full(tmp_path: Path) -> None:
+def test_coordinator_answers_503_when_its_runners_are_full_and_busy(tmp_path: Path) -> None:
     with Cluster(tmp_path / "cluster").start() as cluster:
         cluster.add_runners("r1", max_sandboxes=1)
         with cluster.client() as client:
             deploy(client, "echo", make_agent_folder(tmp_path))
-            create_session(client, "echo")
-            response = client.post("/api/sessions", json={"agent": "echo"})
+            busy = create_session(client, "echo")["id"]
+            with slow_turn(client, busy, tokens=200):  # no idle sandbox to free
+                response = client.post("/api/sessions", json={"agent": "echo"})
             assert response.status_code == 503, response.text
             assert response.json()["statusCode"] == 503
             assert "full" in response.json()["error"]

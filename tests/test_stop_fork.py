@@ -27,11 +27,13 @@ def exec_stdout(client: httpx.Client, sid: str, command: str) -> str:
 
 
 @contextlib.contextmanager
-def slow_turn(client: httpx.Client, sid: str) -> Iterator[Iterator[bytes]]:
-    """A slow turn on `sid`, its first chunk read; yields the rest of its raw stream."""
+def slow_turn(client: httpx.Client, sid: str, tokens: int = 10
+              ) -> Iterator[Iterator[bytes]]:
+    """A slow turn on `sid` (30 ms a token), its first chunk read; yields the rest of its
+    raw stream."""
     with client.stream("POST", f"/api/sessions/{sid}/messages",
                        json={"content": "slow", "options": {"tokenIntervalMs": 30,
-                                                            "tokens": 10}}) as turn:
+                                                            "tokens": tokens}}) as turn:
         chunks = turn.iter_raw()
         next(chunks)
         yield chunks

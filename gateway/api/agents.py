@@ -109,6 +109,7 @@ async def delete_agent(gw: Gateway, req: Request) -> Response:
         if live:
             raise ApiError(409, f"agent {row.name} has {live} live session(s); end them first")
         gw.store.delete_agent(row.name, req.tenant_id)
+        gw.store.delete_agent_versions(req.tenant_id, row.name)
         await asyncio.to_thread(agents.remove_agent_folder,
                                 agents.tenant_agents_dir(gw.agents_dir, req.tenant_id), row.name)
     return json_response({"agent": agents.agent_json(row), "deleted": True})

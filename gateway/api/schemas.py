@@ -111,7 +111,23 @@ AGENT: Schema = obj({
     "updatedAt": ISO_TIME,
 }, "id", "name", "tenantId", "version", "path", "env", "createdAt", "updatedAt")
 
-COMPONENTS: dict[str, Schema] = {"Error": ERROR, "Session": SESSION, "Agent": AGENT}
+AGENT_VERSION = obj({
+    "id": STRING,
+    "tenantId": STRING,
+    "agentName": STRING,
+    "versionNumber": INTEGER,
+    "name": STRING,
+    "systemPrompt": nullable(STRING),
+    "releaseNotes": nullable(STRING),
+    "isActive": BOOLEAN,
+    "knowledgeFiles": nullable(array(STRING)),
+    "createdBy": nullable(STRING),
+    "createdAt": ISO_TIME,
+    "updatedAt": ISO_TIME,
+}, "id", "tenantId", "agentName", "versionNumber", "name", "systemPrompt", "releaseNotes",
+    "isActive", "knowledgeFiles", "createdBy", "createdAt", "updatedAt")
+COMPONENTS: dict[str, Schema] = {"Error": ERROR, "Session": SESSION, "Agent": AGENT,
+                                 "AgentVersion": AGENT_VERSION}
 
 SESSION_RESPONSE = envelope("session", ref("Session"))
 AGENT_RESPONSE = envelope("agent", ref("Agent"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.api import (
     agent_files,
+    agent_versions,
     agents,
     api_keys,
     attachments,
@@ -28,6 +29,7 @@ OPERATIONS: list[Operation] = [
     *health.OPERATIONS,
     *agents.OPERATIONS,
     *agent_files.OPERATIONS,
+    *agent_versions.OPERATIONS,
     *sessions.OPERATIONS,
     *messages.OPERATIONS,
     *events.OPERATIONS,
