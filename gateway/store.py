@@ -223,6 +223,7 @@ MIGRATIONS: tuple[str, ...] = (
         session_id     TEXT PRIMARY KEY,
         tenant_id      TEXT NOT NULL,
         credential_id  TEXT NOT NULL
+    );
     """,
     # Agent versions (GET/POST /api/agents/{name}/versions): numbered per agent, at most
     # one active per agent; the active one's system prompt is what a new session runs.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ class Owned:
     session: str
     file: str
     key: str
+    queue: str
+    attachment: str
+    credential: str
 
 
 def populate(tenant: Tenant, tmp_path: Path) -> Owned:
@@ -92,7 +96,28 @@ def populate(tenant: Tenant, tmp_path: Path) -> Owned:
     assert written.status_code == 200, written.text
     key = tenant.client.post("/api/api-keys", json={"label": "second"})
     assert key.status_code == 201, key.text
-    return Owned("echo", session["id"], "notes.txt", key.json()["id"])
+    attachment = tenant.client.post(f"/api/sessions/{session['id']}/attachments",
+                                    json={"filename": "a.txt", "content": FILE_CONTENT})
+    assert attachment.status_code == 201, attachment.text
+    credential = tenant.client.post("/api/credentials",
+                                    json={"type": "anthropic", "key": "sk-ant-tenant"})
+    assert credential.status_code == 201, credential.text
+    return Owned("echo", session["id"], "notes.txt", key.json()["id"],
+                 queued_and_done(tenant, session["id"]), attachment.json()["attachment"]["id"],
+                 credential.json()["credential"]["id"])
+
+
+def queued_and_done(tenant: Tenant, session_id: str) -> str:
+    """A queue item run on the tenant's session, waited for (so its state stays put)."""
+    item = tenant.client.post("/api/queue", json={"agentName": "echo", "prompt": "queued",
+                                                  "sessionId": session_id})
+    assert item.status_code == 201, item.text
+    item_id = item.json()["item"]["id"]
+    deadline = time.monotonic() + 30
+    while tenant.client.get(f"/api/queue/{item_id}").json()["item"]["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return item_id
 
 
 STATE_READS = (
@@ -101,7 +126,8 @@ STATE_READS = (
     "/api/sessions/{session}", "/api/sessions/{session}/events",
     "/api/sessions/{session}/messages", "/api/sessions/{session}/stream/events",
     "/api/sessions/{session}/files", "/api/sessions/{session}/files/{file}?format=json",
-    "/api/api-keys",
+    "/api/api-keys", "/api/queue/{queue}", "/api/queue", "/api/sessions/{session}/attachments",
+    "/api/credentials", "/api/agents/{agent}/versions",
 )
 
 
@@ -125,11 +151,16 @@ ID_KINDS: dict[str, str] = {
     "/api/agents/": "agent",
     "/api/api-keys/": "key",
     "/api/runners/": "shared",
+    "/api/queue/": "queue",
+    "/api/attachments/": "attachment",
+    "/api/credentials/": "credential",
 }
 """Path prefix (up to its first parameter) -> the attribute of `Owned` it names, or
 "shared": infrastructure no tenant owns (runners), which only the default tenant may touch
 (403 for another)."""
-UNKNOWN_IDS = {"session": str(uuid.uuid4()), "agent": "no-such-agent", "key": "key_nosuch"}
+UNKNOWN_IDS = {"session": str(uuid.uuid4()), "agent": "no-such-agent", "key": "key_nosuch",
+               "queue": str(uuid.uuid4()), "attachment": str(uuid.uuid4()),
+               "credential": str(uuid.uuid4())}
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/sessions/{id}/messages"): {"content": "hi"},
     ("POST", "/api/sessions/{id}/exec"): {"command": "echo x"},
@@ -139,6 +170,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/agents/{name}"): {"env": {"TONE": "dry"}},
     ("PATCH", "/api/agents/{name}/config"): {"description": "changed"},
     ("POST", "/api/agents/{name}/files"): {"files": [{"path": "b.md", "content": FILE_CONTENT}]},
+    ("POST", "/api/sessions/{id}/attachments"): {"filename": "b.txt", "content": FILE_CONTENT},
+    ("POST", "/api/agents/{name}/versions"): {"systemPrompt": "You are someone else."},
+    ("PATCH", "/api/agents/{name}/versions/{versionNumber}"): {"name": "renamed"},
 }
 """A valid body for each operation that takes one (else `{}`): a 404 must not hide
 behind a 400 for the body."""
@@ -175,7 +209,9 @@ def test_another_tenants_ids_answer_404_like_unknown_ones_and_change_nothing(
         alpha: Tenant, beta: Tenant, tmp_path: Path) -> None:
     owned = populate(alpha, tmp_path)
     before = state_of(alpha, owned)
-    foreign = {"session": owned.session, "agent": owned.agent, "key": owned.key}
+    foreign = {"session": owned.session, "agent": owned.agent, "key": owned.key,
+               "queue": owned.queue, "attachment": owned.attachment,
+               "credential": owned.credential}
     answers = {}
     for op in FOREIGN_ID_OPERATIONS:
         body = BODIES.get((op.method, op.path), {})
