@@ -25,6 +25,7 @@ class EventLog:
         self._last_seq: dict[str, int] = {}
         self._last_hint: dict[str, int] = {}
         self._usage: list[UsageRow] = []
+        self._prompts: list[tuple[str, int, bytes, float]] = []
         self._timer: asyncio.TimerHandle | None = None
         self.on_flushed: Callable[[dict[str, int]], None] | None = None
         """Told, after each write, each session's last runner hint it made durable."""
@@ -42,15 +43,22 @@ class EventLog:
         """Usage rows to write with the next batch (the one that logs the turn's end)."""
         self._usage.extend(rows)
 
+    def record_prompt(self, session_id: str, seq: int, prompt: bytes) -> None:
+        """A turn's user message, recorded under the id of its `session_start` with the
+        next batch (the one that logs that `session_start`)."""
+        self._prompts.append((session_id, seq, prompt, time.time()))
+
     def flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending and not self._usage:
+        if not self._pending and not self._usage and not self._prompts:
             return
         hints = self._last_hint
-        self._store.append_events(self._pending, self._last_seq, hints, self._usage)
-        self._pending, self._last_seq, self._last_hint, self._usage = [], {}, {}, []
+        self._store.append_events(self._pending, self._last_seq, hints, self._usage,
+                                  self._prompts)
+        self._pending, self._last_seq, self._last_hint = [], {}, {}
+        self._usage, self._prompts = [], []
         if hints and self.on_flushed is not None:
             self.on_flushed(hints)
 

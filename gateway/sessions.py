@@ -649,7 +649,7 @@ class SessionService:
                     # Logged at once: a runner's events after it, numbered on from the
                     # log after a gateway crash, keep the ids a client saw.
                     if prompt is not None:
-                        self.store.insert_prompt(session_id, seq, prompt)
+                        self.event_log.record_prompt(session_id, seq, prompt)
                         prompt = None
                     self.event_log.flush()
                 elif event.hint is not None:

@@ -696,9 +696,11 @@ class Store:
     def append_events(self, rows: Sequence[tuple[str, int, str, bytes, float]],
                       last_seq_by_session: dict[str, int],
                       last_hint_by_session: dict[str, int] | None = None,
-                      usage: Sequence[UsageRow] = ()) -> None:
-        """Write a batch of events (and the usage of the turns it ends) and advance each
-        session's cursors, in one transaction."""
+                      usage: Sequence[UsageRow] = (),
+                      prompts: Sequence[tuple[str, int, bytes, float]] = ()) -> None:
+        """Write a batch of events (with the user messages of the turns it starts and the
+        usage of the turns it ends) and advance each session's cursors, in one
+        transaction."""
         with self.db:
             self.db.executemany(
                 "INSERT INTO events (session_id, seq, type, data, created_at) "
@@ -716,6 +718,10 @@ class Store:
                 )
             if usage:
                 self._insert_usage(usage)
+            if prompts:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO prompts (session_id, seq, content, created_at) "
+                    "VALUES (?, ?, ?, ?)", prompts)
 
     def events_after(self, session_id: str, after: int, limit: int) -> list[EventRow]:
         rows = self.db.execute(
@@ -724,14 +730,6 @@ class Store:
             (session_id, after, limit),
         )
         return [EventRow(*row) for row in rows]
-
-    def insert_prompt(self, session_id: str, seq: int, content: bytes) -> None:
-        """Record a turn's user message under the id of the turn's `session_start`."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO prompts (session_id, seq, content, created_at) "
-            "VALUES (?, ?, ?, ?)",
-            (session_id, seq, content, time.time()),
-        )
 
     def history_after(self, session_id: str, after: int, event_types: Sequence[str], *,
                       prompts: bool = False) -> Iterator[HistoryRow]:
