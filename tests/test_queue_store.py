@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import apsw
 import orjson
 import pytest
 
@@ -154,11 +155,13 @@ def test_a_turn_outcome_carries_its_status_and_error(store: Store) -> None:
 
 def test_a_database_of_an_earlier_schema_gains_the_queue(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    first = Store(path)
-    first.insert_session("s1", "echo", 1)
-    first.db.execute("DROP TABLE queue_items")
-    first.db.execute(f"PRAGMA user_version={QUEUE_MIGRATION}")
-    first.close()
+    old = apsw.Connection(str(path))
+    for version, script in enumerate(MIGRATIONS[:QUEUE_MIGRATION], start=1):
+        old.execute(script)
+        old.execute(f"PRAGMA user_version={version}")
+    old.execute("INSERT INTO sessions (id, agent, agent_version, status, created_at, "
+                "updated_at) VALUES ('s1', 'echo', 1, 'active', 0, 0)")
+    old.close()
     store = Store(path)
     assert store.schema_version == len(MIGRATIONS)
     assert store.get_session("s1") is not None
