@@ -24,6 +24,7 @@ from tests.gateway_process import GatewayProcess
 from tests.split_cluster import SECRET, Cluster
 from tests.sse_client import parse_sse
 from tests.test_openapi import Document, check
+from tests.test_session_files import tar_gz
 
 
 @dataclass
@@ -85,16 +86,6 @@ def gateway_of_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def workspace_bundle(files: dict[str, bytes]) -> str:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return b64(buffer.getvalue())
 
 
 def tour_queue(tour: Tour) -> None:
@@ -218,7 +209,7 @@ def test_every_operation_answers_as_declared(
         assert read.json()["content"] == "hi"
         call("DELETE", "/api/sessions/{id}/files/{path+}", f"{base}/files/notes.txt")
         call("POST", "/api/sessions/{id}/workspace", f"{base}/workspace",
-             json={"bundle": workspace_bundle({"restored.txt": b"back"})})
+             json={"bundle": b64(tar_gz([("restored.txt", b"back", None)]))})
         archive = call("GET", "/api/sessions/{id}/workspace", f"{base}/workspace")
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive.content))) as tar:
             assert tar.extractfile("restored.txt").read() == b"back"

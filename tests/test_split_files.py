@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import create_session, deploy, make_agent_folder, send_message
 from tests.sandbox_helpers import run
 from tests.split_cluster import Cluster
+from tests.test_session_files import tar_gz
 
 AGENT = "files"
 
@@ -86,22 +87,6 @@ def listing(client: httpx.Client, sid: str) -> dict:
 
 def upload(client: httpx.Client, sid: str, archive: bytes) -> httpx.Response:
     return client.post(f"/api/sessions/{sid}/workspace", json={"bundle": b64(archive)})
-
-
-def tar_gz(members: list[tuple[str, bytes | None, str | None]]) -> bytes:
-    """A tar.gz of (name, file content or None, link target or None) members."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data, target in members:
-            info = tarfile.TarInfo(name)
-            if target is not None:
-                info.type, info.linkname = tarfile.SYMTYPE, target
-                tar.addfile(info)
-            else:
-                assert data is not None
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def cat(client: httpx.Client, sid: str, path: str) -> str:
