@@ -63,8 +63,7 @@ def follow(client: ApiClient, session_id: str, cursor: Cursor, give_up_after: fl
     while True:
         try:
             follow_once(client, session_id, cursor)
-            failures, down_since = 0, None
-            continue
+            failures, down_since = 0, None  # a clean end waits the shortest delay: no busy loop
         except httpx.ConnectError as exc:
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since >= give_up_after:
