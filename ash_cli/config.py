@@ -60,6 +60,11 @@ def save_config(*, server_url: str | None = None, api_key: str | None = None,
         stored["apiKey"] = api_key
     elif clear_api_key:
         stored.pop("apiKey", None)
+    return _write(stored)
+
+
+def _write(stored: dict[str, object]) -> Path:
+    """Write `config.json` atomically, mode 0600 (it may hold a key)."""
     path = config_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staged = path.with_suffix(".json.tmp")
@@ -69,3 +74,11 @@ def save_config(*, server_url: str | None = None, api_key: str | None = None,
         out.write("\n")
     os.replace(staged, path)
     return path
+
+
+def clear_link() -> Path:
+    """Drop the server URL and key from `config.json` (other fields are kept)."""
+    stored = _read_file()
+    stored.pop("serverUrl", None)
+    stored.pop("apiKey", None)
+    return _write(stored)

@@ -213,12 +213,27 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     )
 
 
+INITIAL_API_KEY_FILE = "initial-api-key"
+
+
+def write_initial_api_key(data_dir: Path, key: str) -> None:
+    """Keep the key generated at first start in the data dir (mode 0600), as the reference
+    does, so a launcher (`ash start`) reads it without scraping the banner."""
+    path = data_dir / INITIAL_API_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    path.chmod(0o600)
+
+
 def build_gateway(config: GatewayConfig) -> tuple[Gateway, KeyRing, str | None]:
     """Open the store, settle the API key, recover sessions, deploy the demo agent."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(config.data_dir / "ash.db")
     keys = KeyRing(store, load_key_secret(config.data_dir, config.key_secret))
     new_key = keys.settle_env_key(config.api_key)
+    if new_key:
+        write_initial_api_key(config.data_dir, new_key)
     backend: Backend = (
         Coordinator(store, config.data_dir, config.coordinator) if config.coordinator
         else LocalBackend(config.data_dir,

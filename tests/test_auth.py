@@ -44,6 +44,22 @@ def test_health_is_public(gateway: GatewayProcess) -> None:
     assert body["sandboxes"] == {"live": 0, "busy": 0}
 
 
+def test_generated_key_is_kept_in_the_data_dir_readable_by_its_owner_only(tmp_path) -> None:
+    gateway = GatewayProcess(tmp_path / "data", api_key=None).start()
+    try:
+        key_line = next(line for line in gateway.banner if line.startswith("API key: "))
+        key = key_line.removeprefix("API key: ").strip()
+    finally:
+        gateway.stop()
+    path = tmp_path / "data" / "initial-api-key"
+    assert path.read_text().strip() == key
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_no_key_file_when_the_key_comes_from_the_environment(gateway: GatewayProcess) -> None:
+    assert not (gateway.data_dir / "initial-api-key").exists()
+
+
 def test_generated_key_is_printed_once_and_works(tmp_path) -> None:
     gateway = GatewayProcess(tmp_path / "data", api_key=None).start()
     try:

@@ -1,0 +1,5 @@
+"""`python -m ash_cli`: the `ash` command."""
+
+from ash_cli.app import main
+
+main()
