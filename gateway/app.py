@@ -48,8 +48,8 @@ class GatewayApp:
             send = self._with_cors(scope, send)
         request = Request(scope, receive, send)
         try:
-            if request.path.startswith("/api/"):
-                self._admit(request)
+            if request.path.startswith("/api/") or request.path == "/metrics":
+                self._admit(request)  # /metrics is behind the key, as in the reference
             route = self._match(request)
             response = await route.handler(self.gateway, request)
         except RateLimited as exc:

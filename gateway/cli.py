@@ -15,6 +15,7 @@ from pathlib import Path
 import uvloop
 
 from gateway import agents, coordinator_cli, queue_cli, servers
+from gateway.api.metrics import gateway_metrics
 from gateway.app import GatewayApp
 from gateway.auth import KEY_SECRET_ENV, KeyRing, KeySecretError, load_key_secret
 from gateway.context import Gateway
@@ -258,6 +259,7 @@ def build_gateway(config: GatewayConfig) -> tuple[Gateway, KeyRing, str | None]:
                       queue_settings=config.queue,
                       sandbox=backend.sandbox_status()
                       if isinstance(backend, LocalBackend) else None, keys=keys)
+    gateway_metrics(gateway)
     return gateway, keys, new_key
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from gateway.auth import KeyRing
 from gateway.credentials import CredentialVault
 from gateway.event_log import EventLog
+from gateway.metrics import GatewayMetrics
 from gateway.queue import QueueService, QueueSettings
 from gateway.sessions import SessionService
 from gateway.sse_stream import StreamSettings
@@ -44,6 +45,8 @@ class Gateway:
     queue: QueueService = field(init=False)
     keys: KeyRing | None = None
     """The API keys (`gateway.auth`): the /api/api-keys routes manage them."""
+    metrics: GatewayMetrics | None = None
+    """Its Prometheus registry (`gateway.metrics`), made by `gateway.api.metrics`."""
     _sweeper: asyncio.Task[None] | None = None
     _idle_sweeper: asyncio.Task[None] | None = None
 

@@ -124,6 +124,9 @@ class Registry(pb_grpc.RunnerRegistryServicer):
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.heartbeats = 0
+        """Heartbeats received, and runners lost, since start (`gateway.metrics`)."""
+        self.lost = 0
         self._recall()
 
     def _recall(self) -> None:
@@ -208,6 +211,7 @@ class Registry(pb_grpc.RunnerRegistryServicer):
                     self._lose(runner, "heartbeat stream broke")
 
     def _beat(self, runner: RunnerState, message: pb.HeartbeatRequest) -> None:
+        self.heartbeats += 1
         runner.last_seen = time.monotonic()
         runner.last_heartbeat = time.time()
         runner.active = message.capacity.active
@@ -244,6 +248,7 @@ class Registry(pb_grpc.RunnerRegistryServicer):
         if runner.status in (LOST, GONE):
             return
         runner.status = LOST
+        self.lost += 1
         self._store.set_runner_status(runner.id, LOST)
         paused = self._store.pause_runner_sessions(runner.id, f"runner {runner.id} lost: {reason}")
         log.warning("runner %s lost (%s): paused %d session(s)", runner.id, reason, paused)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.event_guard import replay_frames
 from gateway.http import Request
-from gateway.live import Subscriber
+from gateway.live import Frame, Subscriber
+from gateway.metrics import GatewayMetrics, StreamCounters
 from gateway.store import Store
 from runner import timing
 from runner.timing import TIMING
@@ -45,9 +47,14 @@ class SseWriter:
     cut: one watchdog timer per response looks at the write in progress, so a
     write costs a clock read and two stores instead of a timer of its own."""
 
-    def __init__(self, request: Request, settings: StreamSettings) -> None:
+    def __init__(self, request: Request, settings: StreamSettings,
+                 metrics: GatewayMetrics | None = None, request_in: float = 0.0) -> None:
         self.request = request
         self.settings = settings
+        self.metrics = metrics
+        self.counters = metrics.streams if metrics is not None else StreamCounters()
+        self.request_in = request_in
+        """`time.perf_counter()` when the message request came in (0: not a turn's)."""
         self._writing_since: float | None = None
         self._writer: asyncio.Task[object] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -57,6 +64,7 @@ class SseWriter:
         await self.request.send(
             {"type": "http.response.start", "status": 200, "headers": sse.HEADERS}
         )
+        self.counters.open += 1
         self._writer = asyncio.current_task()
         self._arm()
 
@@ -70,12 +78,14 @@ class SseWriter:
         except asyncio.CancelledError:
             task = self._writer
             if self._cut and task is not None and task.uncancel() == 0:
+                self.counters.write_timeout_cuts += 1
                 raise ClientGone(
                     f"client read nothing for {self.settings.write_timeout:g} s"
                 ) from None
             raise
         finally:
             self._writing_since = None
+        self.counters.bytes += len(data)
 
     def _arm(self, delay: float | None = None) -> None:
         timeout = self.settings.write_timeout
@@ -104,11 +114,27 @@ class SseWriter:
         with contextlib.suppress(Exception):
             await self.request.send({"type": "http.response.body", "body": b""})
 
+    def observe(self, *, first: bool) -> None:
+        """Record the time since the request came in: to the turn's first agent frame, or
+        to its `done` (once per turn, never per event)."""
+        if self.metrics is None or not self.request_in:
+            return
+        elapsed = time.perf_counter() - self.request_in
+        (self.metrics.first_event if first else self.metrics.turn).observe(elapsed)
+
     def close(self) -> None:
         """Stop the watchdog (the response is over)."""
+        if self._writer is not None:
+            self.counters.open -= 1
+            self._writer = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+
+
+def _has_agent_frame(frames: list[Frame]) -> bool:
+    """Whether a batch holds a frame from the agent (the turn's `session_start` is ours)."""
+    return any(frame.type != events.SESSION_START for frame in frames)
 
 
 async def _watch_disconnect(request: Request, subscriber: Subscriber,
@@ -139,6 +165,8 @@ async def stream_session(
     names the turn whose first-token frame is a timing point.
     """
     first_pending = TIMING and bool(turn_id)
+    observe_first = writer.metrics is not None and writer.request_in > 0
+    counters = writer.counters
     watcher = asyncio.get_running_loop().create_task(
         _watch_disconnect(writer.request, subscriber, on_disconnect)
     )
@@ -177,11 +205,16 @@ async def stream_session(
                     done = True
                     break
             if chunk:
+                counters.events += len(chunk)
                 await writer.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                if observe_first and (token or done or _has_agent_frame(frames)):
+                    observe_first = False
+                    writer.observe(first=True)
             if token:
                 first_pending = False
                 timing.point(wt.GATEWAY_FIRST_FRAME_WRITTEN, turn_id, session_id)
             if done:
+                writer.observe(first=False)
                 await writer.finish()
                 return
     except ClientGone as exc:

@@ -43,6 +43,7 @@ from runner.isolation import (
     create_isolation,
 )
 from runner.local import LocalBackend
+from runner.metrics import METRICS_PORT_ENV, serve_metrics
 from runner.registration import Registration, RegistrationConfig, RegistrationRefused
 from runner.sandbox import BridgeSettings
 from runner.warm_pool import add_warm_pool_argument
@@ -73,6 +74,9 @@ class RunnerConfig:
     warm_pool: int = 0
     grpc_max_message_bytes: int = 0
     """The listener's receive limit; 0 = sized for the default state cap."""
+    metrics_port: int = 0
+    """Serve Prometheus /metrics on this port (0: off); `metrics_host` is its address."""
+    metrics_host: str = "127.0.0.1"
 
 
 def parse_args(argv: list[str] | None = None) -> RunnerConfig:
@@ -124,6 +128,11 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
     add_warm_pool_argument(parser)
     parser.add_argument("--log-level", default=env("ASH_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--metrics-port", type=int, default=int(env(METRICS_PORT_ENV, "0")),
+                        help="serve Prometheus /metrics on this port, no auth; 0 for off "
+                        f"({METRICS_PORT_ENV}, default 0)")
+    parser.add_argument("--metrics-host", default=env("ASH_METRICS_HOST", "127.0.0.1"),
+                        help="address of the metrics port (ASH_METRICS_HOST, default 127.0.0.1)")
     args = parser.parse_args(argv)
     secret = env(SECRET_ENV, "")
     if not args.gateway:
@@ -154,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> RunnerConfig:
         shutdown_grace=args.shutdown_grace, log_level=args.log_level, secret=secret,
         sandbox=args.sandbox, warm_pool=args.warm_pool,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
 
 
@@ -178,6 +188,9 @@ async def serve(config: RunnerConfig) -> int:
                                       config.certfile, config.keyfile,
                                       config.grpc_max_message_bytes or None)
     host, advertised_port = advertised(config, port)
+    if config.metrics_port:
+        serve_metrics(config.metrics_port, config.metrics_host, config.runner_id, backend,
+                      service)
     listen_host, _ = split_address(config.listen)
     tls = " + TLS" if config.certfile else ""
     print(f"Ash runner {config.runner_id} listening on {join_address(listen_host, port)} "

@@ -132,6 +132,7 @@ def test_every_operation_answers_as_declared(
         call("GET", "/health", "/health")
         call("GET", "/docs/json", "/docs/json")
         call("GET", "/docs", "/docs")
+        call("GET", "/metrics", "/metrics")
         call("GET", "/api/runners", "/api/runners")
         made = call("POST", "/api/api-keys", "/api/api-keys", json={"label": "tour"}).json()
         keys = call("GET", "/api/api-keys", "/api/api-keys").json()["keys"]

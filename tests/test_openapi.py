@@ -62,7 +62,8 @@ def test_api_operations_require_the_bearer_key_and_docs_do_not(document: Documen
         "type": "http", "scheme": "bearer"}
     for path, methods in document["paths"].items():
         for op in methods.values():
-            assert op["security"] == ([{"bearer": []}] if path.startswith("/api/") else [])
+            keyed = path.startswith("/api/") or path == "/metrics"
+            assert op["security"] == ([{"bearer": []}] if keyed else [])
 
 
 def test_docs_page_is_html_that_loads_the_document(gateway: GatewayProcess) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from gateway import conversation
@@ -102,6 +103,7 @@ def _check_model_settings(options: dict[str, Any], label: str) -> None:
 
 
 async def send_message(gw: Gateway, req: Request) -> None:
+    request_in = time.perf_counter()
     turn_id = timing.request_in(req.header(wt.TURN_HEADER), req.path_params["id"]) if TIMING else ""
     body = await req.json_object(MESSAGE_MAX_BODY)
     if "content" not in body:
@@ -120,7 +122,7 @@ async def send_message(gw: Gateway, req: Request) -> None:
     if TIMING:
         timing.point(wt.GATEWAY_SESSION_FOUND, turn_id, row.id)
     subscriber = gw.sessions.feeds.subscribe(row.id)
-    writer = SseWriter(req, gw.stream_settings)
+    writer = SseWriter(req, gw.stream_settings, gw.metrics, request_in)
     try:
         await writer.start()
     except BaseException:
@@ -162,7 +164,7 @@ async def stream_session_events(gw: Gateway, req: Request) -> None:
     """Replay what came after Last-Event-ID (or ?after=N), then stay live across turns."""
     session_id = session_of(gw, req).id
     after = _last_event_id(req)
-    writer = SseWriter(req, gw.stream_settings)
+    writer = SseWriter(req, gw.stream_settings, gw.metrics)
     subscriber, logged = gw.sessions.subscribe_from(session_id, after)
     try:
         await writer.start()

@@ -18,6 +18,7 @@ from gateway.api import (
     health,
     logs,
     messages,
+    metrics,
     queue,
     runners,
     sessions,
@@ -27,6 +28,7 @@ from gateway.api.operation import Handler, Operation, path_regex
 
 OPERATIONS: list[Operation] = [
     *health.OPERATIONS,
+    *metrics.OPERATIONS,
     *agents.OPERATIONS,
     *agent_files.OPERATIONS,
     *agent_versions.OPERATIONS,
